@@ -134,6 +134,15 @@ fn kernel_version() -> (u32, u32) {
     })
 }
 
+/// What `wait_exit()` can say about a process that has exited.
+enum ExitState {
+    /// Final: the status, or `None` if the kernel will never tell it.
+    Settled(Option<Exit>),
+    /// A non-child zombie: once its parent reaps it, a kernel with
+    /// `PIDFD_INFO_EXIT` can report the status.
+    Pending,
+}
+
 /// How long `wait_exit()` gives a non-child's parent to reap it, so that
 /// `PIDFD_INFO_EXIT` can report the status, before answering `None`.
 const REAP_GRACE: Duration = Duration::from_millis(500);
@@ -255,12 +264,11 @@ impl PidFd {
     /// have been reused).
     fn parent(&self, fd: &OwnedFd) -> Option<libc::pid_t> {
         match sys::pidfd_get_info(fd.as_fd(), sys::PIDFD_INFO_PID) {
-            Ok(info) if info.mask & sys::PIDFD_INFO_PID != 0 => Some(info.ppid as libc::pid_t),
-            Ok(_) => None,
+            Ok(info) => (info.mask & sys::PIDFD_INFO_PID != 0).then_some(info.ppid as libc::pid_t),
             Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
-                let ppid = sys::proc_ppid(self.pid)?;
+                let parent = sys::proc_ppid(self.pid)?;
                 sys::pidfd_send_signal(fd.as_fd(), 0).ok()?;
-                Some(ppid)
+                Some(parent)
             }
             Err(_) => None,
         }
@@ -284,8 +292,8 @@ impl PidFd {
             )
         } else {
             match self.parent(fd) {
-                Some(ppid) if ppid != me => format!(
-                    "pid {pid} is not a child of this process (its parent is pid {ppid}), so \
+                Some(parent) if parent != me => format!(
+                    "pid {pid} is not a child of this process (its parent is pid {parent}), so \
                      wait() and try_wait() cannot reap it; use wait_exit() to wait for any \
                      process without reaping it"
                 ),
@@ -315,29 +323,31 @@ impl PidFd {
         )
     }
 
-    /// Where `wait_exit()` stands once the process has exited:
-    /// `Some(status)` when settled (status known or never knowable),
-    /// `None` when a non-child zombie may yet be reaped by its parent, after
-    /// which the kernel can tell us its status.
-    fn settled_exit(&self, fd: &OwnedFd) -> Option<Option<Exit>> {
-        // A zombie child of ours: peek without reaping.
-        if !self.thread {
-            if let Ok(Some((child, _))) =
-                sys::waitid_pidfd(fd.as_fd(), libc::WNOHANG | libc::WNOWAIT)
-            {
-                return Some(
-                    status::waitstatus_from_siginfo(child.code, child.status)
-                        .ok()
-                        .map(Exit),
-                );
-            }
+    /// A zombie child's status, peeked with `WNOWAIT` so that it stays
+    /// reapable by its owner; `None` for anything else.
+    fn peek_child_exit(&self, fd: &OwnedFd) -> Option<Exit> {
+        if self.thread {
+            return None;
+        }
+        let (child, _) = sys::waitid_pidfd(fd.as_fd(), libc::WNOHANG | libc::WNOWAIT).ok()??;
+        status::waitstatus_from_siginfo(child.code, child.status)
+            .ok()
+            .map(Exit)
+    }
+
+    /// Where `wait_exit()` stands once the process has exited.
+    fn exit_state(&self, fd: &OwnedFd) -> ExitState {
+        if let Some(exit) = self.peek_child_exit(fd) {
+            return ExitState::Settled(Some(exit));
         }
         match sys::pidfd_get_info(fd.as_fd(), sys::PIDFD_INFO_EXIT) {
-            Ok(info) if info.mask & sys::PIDFD_INFO_EXIT != 0 => Some(Some(Exit(info.exit_code))),
+            Ok(info) if info.mask & sys::PIDFD_INFO_EXIT != 0 => {
+                ExitState::Settled(Some(Exit(info.exit_code)))
+            }
             // No PIDFD_INFO_EXIT in this kernel: the status cannot be learned.
-            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => Some(None),
-            _ if kernel_version() < (6, 15) || has_been_reaped(fd) => Some(None),
-            _ => None,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => ExitState::Settled(None),
+            _ if kernel_version() < (6, 15) || has_been_reaped(fd) => ExitState::Settled(None),
+            _ => ExitState::Pending,
         }
     }
 }
@@ -605,7 +615,7 @@ impl PidFd {
         // (POLLHUP), which is normally at once; give it a moment.
         let grace = deadline.earlier(Instant::now() + REAP_GRACE);
         loop {
-            if let Some(exit) = self.settled_exit(&fd) {
+            if let ExitState::Settled(exit) = self.exit_state(&fd) {
                 return Ok(exit.map(ExitStatus));
             }
             if !poll_until(py, &mut [pollfd(&fd, 0)], grace)? {
@@ -639,15 +649,8 @@ impl PidFd {
         let has = |bit| info.mask & bit != 0;
         let exit = if has(sys::PIDFD_INFO_EXIT) {
             Some(Exit(info.exit_code))
-        } else if self.thread {
-            None
         } else {
-            match sys::waitid_pidfd(fd.as_fd(), libc::WNOHANG | libc::WNOWAIT) {
-                Ok(Some((child, _))) => status::waitstatus_from_siginfo(child.code, child.status)
-                    .ok()
-                    .map(Exit),
-                _ => None,
-            }
+            self.peek_child_exit(&fd)
         };
         let pid = has(sys::PIDFD_INFO_PID);
         let creds = has(sys::PIDFD_INFO_CREDS);
@@ -705,9 +708,9 @@ impl PidFd {
         if !has_exited(&fd)? {
             return Ok((false, None));
         }
-        Ok(match self.settled_exit(&fd) {
-            Some(exit) => (true, exit.map(ExitStatus)),
-            None => (false, None),
+        Ok(match self.exit_state(&fd) {
+            ExitState::Settled(exit) => (true, exit.map(ExitStatus)),
+            ExitState::Pending => (false, None),
         })
     }
 }
@@ -821,6 +824,8 @@ fn stdlib_type(
     .map(|t| t.clone_ref(py))
 }
 
+// CPU seconds and microseconds stay far below 2**52, where f64 is exact.
+#[allow(clippy::cast_precision_loss)]
 fn timeval_secs(tv: libc::timeval) -> f64 {
     tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6
 }

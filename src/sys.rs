@@ -70,7 +70,7 @@ const PIDFS_IOCTL_MAGIC: libc::c_ulong = 0xFF;
 pub const PIDFD_GET_INFO: libc::c_ulong = (3 << 30)
     | ((std::mem::size_of::<PidfdInfo>() as libc::c_ulong) << 16)
     | (PIDFS_IOCTL_MAGIC << 8)
-    | 11;
+    | 0x0b;
 
 /// The fields of a `siginfo_t` filled by `waitid(2)` for an exited child.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
