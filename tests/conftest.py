@@ -1,0 +1,69 @@
+"""Shared fixtures: children that are always cleaned up, and fd accounting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+
+def _reap_quietly(proc: subprocess.Popen[bytes]) -> None:
+    """Kill and reap ``proc`` unless a test already did; never raise."""
+    try:
+        if proc.returncode is None:
+            proc.kill()
+    except ProcessLookupError:
+        pass
+    try:
+        # ECHILD if the test reaped it through a pidfd: that is fine.
+        os.waitpid(proc.pid, 0)
+    except ChildProcessError:
+        pass
+    proc.returncode = proc.returncode if proc.returncode is not None else -9
+
+
+@pytest.fixture
+def spawn() -> Iterator[object]:
+    """``spawn(code)`` starts ``python -c code`` (or an argv list) and cleans up after.
+
+    Children are started with ``subprocess.Popen`` but the tests reap them
+    through pidfds, so cleanup tolerates an already-reaped child.
+    """
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(code: str | list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-c", code] if isinstance(code, str) else code
+        proc = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
+        procs.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in procs:
+        _reap_quietly(proc)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def open_fds() -> set[int]:
+    """The fd numbers this process has open right now."""
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture
+def no_fd_leak() -> Iterator[None]:
+    """Fail the test if it leaves more fds open than it found."""
+    before = open_fds()
+    yield
+    leaked = open_fds() - before
+    # listdir's own directory fd is closed by the time we look again.
+    assert not leaked, f"fds leaked: {sorted(leaked)}"
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Run every ``@pytest.mark.anyio`` test under asyncio and under trio."""
+    return str(request.param)

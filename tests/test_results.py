@@ -1,0 +1,144 @@
+"""`ExitInfo` and `ExitStatus`: the stdlib types and the decoded status."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from pidfd import ExitStatus, PidFd
+
+
+def reap(argv: list[str], **kwargs: object):
+    child = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
+    with PidFd.from_pid(child.pid) as handle:
+        info = handle.wait(timeout=30)
+    child.returncode = info.status.returncode
+    return child, info
+
+
+def test_siginfo_is_the_stdlib_waitid_result() -> None:
+    child, info = reap([sys.executable, "-c", "raise SystemExit(9)"])
+    siginfo = info.siginfo
+    assert isinstance(siginfo, os.waitid_result)
+    assert siginfo.si_pid == child.pid == info.pid
+    assert siginfo.si_uid == os.getuid()
+    assert siginfo.si_signo == signal.SIGCHLD
+    assert siginfo.si_status == 9
+    assert siginfo.si_code == os.CLD_EXITED
+    assert info.siginfo is siginfo  # built once
+
+
+def test_siginfo_for_a_killed_child() -> None:
+    _, info = reap(["/bin/sh", "-c", "kill -TERM $$"])
+    assert info.siginfo.si_code == os.CLD_KILLED
+    assert info.siginfo.si_status == signal.SIGTERM
+
+
+def test_rusage_is_the_stdlib_struct_rusage_like_wait4() -> None:
+    # Burn a measurable amount of CPU and memory in the child.
+    code = "b = bytearray(64 << 20); sum(range(3_000_000))"
+    _, info = reap([sys.executable, "-c", code])
+    ru = info.rusage
+    assert isinstance(ru, resource.struct_rusage)
+    assert isinstance(ru.ru_utime, float) and isinstance(ru.ru_stime, float)
+    assert ru.ru_utime + ru.ru_stime > 0.01
+    assert ru.ru_maxrss > 64 * 1024  # KiB, as wait4 reports it
+    assert ru.ru_minflt > 1000
+
+    # The same workload reaped by os.wait4 gives figures of the same size.
+    pid = os.posix_spawn(sys.executable, [sys.executable, "-c", code], os.environ)
+    _, _, ru4 = os.wait4(pid, 0)
+    assert 0.5 < ru.ru_maxrss / ru4.ru_maxrss < 2
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 42, 127, 255])
+def test_exit_codes(code: int) -> None:
+    _, info = reap([sys.executable, "-c", f"raise SystemExit({code})"])
+    status = info.status
+    assert status.code == code
+    assert status.signal is None
+    assert status.success is (code == 0)
+    assert not status.core_dumped
+    assert status.returncode == code
+    ws = status.waitstatus
+    assert os.WIFEXITED(ws) and os.WEXITSTATUS(ws) == code
+    assert os.waitstatus_to_exitcode(ws) == code
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGUSR2])
+def test_killed_by_signal(sig: signal.Signals) -> None:
+    _, info = reap(["/bin/sh", "-c", f"kill -{int(sig)} $$"])
+    status = info.status
+    assert (status.code, status.signal) == (None, sig)
+    assert not status.success
+    assert status.returncode == -sig
+    ws = status.waitstatus
+    assert os.WIFSIGNALED(ws) and os.WTERMSIG(ws) == sig
+    assert os.waitstatus_to_exitcode(ws) == -sig
+
+
+def test_core_dump(tmp_path) -> None:
+    def allow_core() -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)
+
+    with open("/proc/sys/kernel/core_pattern") as f:
+        pattern = f.read().strip()
+    if pattern.startswith("|"):
+        pytest.skip(f"core dumps go to a helper ({pattern!r}) that may drop them")
+    _, info = reap(
+        ["/bin/sh", "-c", "kill -SEGV $$"], cwd=tmp_path, preexec_fn=allow_core
+    )
+    status = info.status
+    if not status.core_dumped:
+        pytest.skip("the kernel did not write a core here (filesystem or limits)")
+    assert info.siginfo.si_code == os.CLD_DUMPED
+    assert status.signal == signal.SIGSEGV
+    assert status.waitstatus & 0x80
+    assert os.WCOREDUMP(status.waitstatus)
+    assert "core_dumped=True" in repr(status)
+
+
+def test_equality_hash_and_repr() -> None:
+    a = ExitStatus.from_waitstatus(3 << 8)
+    b = ExitStatus.from_siginfo(os.CLD_EXITED, 3)
+    c = ExitStatus.from_siginfo(os.CLD_KILLED, 9)
+    assert a == b and hash(a) == hash(b)
+    assert a != c
+    assert len({a, b, c}) == 2
+    assert repr(a) == "ExitStatus(code=3)"
+    assert repr(c) == "ExitStatus(signal=9)"
+    assert a != 3 << 8  # not equal to a bare int
+
+
+def test_from_waitstatus_matches_real_children() -> None:
+    for argv in (["/bin/true"], ["/bin/false"], ["/bin/sh", "-c", "kill -9 $$"]):
+        pid = os.posix_spawn(argv[0], argv, os.environ)
+        _, ws = os.waitpid(pid, 0)
+        _, info = reap(argv)
+        assert ExitStatus.from_waitstatus(ws) == info.status
+
+
+@pytest.mark.parametrize("ws", [-1, 0x10000, 0x137F, 0xFFFF, 2**40])
+def test_from_waitstatus_rejects_non_exits(ws: int) -> None:
+    # 0x137f is "stopped by SIGSTOP", 0xffff is "continued".
+    with pytest.raises((ValueError, OverflowError)):
+        ExitStatus.from_waitstatus(ws)
+
+
+@pytest.mark.parametrize(
+    ("si_code", "si_status"),
+    [(os.CLD_STOPPED, 19), (os.CLD_CONTINUED, 18), (os.CLD_EXITED, 256), (os.CLD_KILLED, 0), (0, 0)],
+)
+def test_from_siginfo_rejects_non_exits(si_code: int, si_status: int) -> None:
+    with pytest.raises(ValueError):
+        ExitStatus.from_siginfo(si_code, si_status)
+
+
+def test_exit_info_repr() -> None:
+    child, info = reap(["/bin/false"])
+    assert repr(info) == f"ExitInfo(pid={child.pid}, status=ExitStatus(code=1))"
