@@ -140,3 +140,12 @@ def test_async_doc_example_under_trio_run() -> None:
         return out
 
     assert sorted(s.code for s in trio.run(main)) == [0, 1]
+
+
+def test_import_elsewhere_than_linux_is_a_clear_import_error() -> None:
+    code = "import sys; sys.platform = 'darwin'; import pidfd"
+    result = subprocess.run(
+        [__import__("sys").executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert "ImportError: async-pidfd needs Linux" in result.stderr
