@@ -86,6 +86,11 @@ impl Deadline {
 fn poll_until(py: Python<'_>, fds: &mut [libc::pollfd], deadline: Deadline) -> PyResult<bool> {
     loop {
         let timeout = deadline.remaining();
+        if timeout != Some(Duration::ZERO) {
+            // A signal that landed after Python last checked but before we
+            // block would otherwise wait for the next one to be noticed.
+            py.check_signals()?;
+        }
         match py.detach(|| sys::poll(fds, timeout)) {
             Ok(0) if deadline.expired() => return Ok(false),
             // Woke a little early (timer rounding): sleep out the rest.
