@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 from pidfd import PidFd, __version__, wait_any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from pidfd import ExitInfo, ExitStatus
 
@@ -139,11 +139,11 @@ examples:
 """
 
 WAIT_EPILOG = f"""\
-Each process is reported on stdout as it exits, with its exit status when
-the kernel can tell: always for a child of the process that reaps it, and
-for any other process on Linux >= 6.15 once its parent has reaped it.
-Otherwise the status is reported as unknown, never guessed. Nothing is
-reaped, so the processes' parents still get their status.
+Each process is reported on stdout as it exits. Nothing is reaped, so its
+parent still collects its status as usual; once the parent has done so,
+which normally happens at once, Linux >= 6.15 tells pidfd wait the status
+too. If the parent does not reap it within half a second, or the kernel is
+older, the status is reported as unknown: it is never guessed.
 
 exit status:
   {WAIT_OK}  every process waited for (or --count of them) has exited; a PID
@@ -159,8 +159,10 @@ examples:
 """
 
 INFO_EPILOG = f"""\
-Fields the kernel does not report are shown as unknown (or null in JSON):
-after a process has been reaped only its cgroup and exit status remain.
+Fields the kernel does not report are shown as unknown (null in JSON).
+The exit status of a process that is not pidfd's child is known once its
+parent has reaped it, and then the process is gone: so for a zombie it
+shows as unknown.
 
 exit status:
   {INFO_OK}  the information was printed
@@ -187,9 +189,11 @@ def _build_parser() -> _Parser:
     run = sub.add_parser(
         "run",
         help="run a command, forward signals to it, report its exit and resource usage",
-        description="Start CMD, wait for it on a pidfd and report how it ended (exit code "
-        "or signal, core dump) and its resource usage (CPU time, max RSS, page faults, "
-        "context switches), like /usr/bin/time -v.",
+        usage="%(prog)s [-h] [--timeout S] [--kill-after S] [--json]\n"
+        "                 [--progress | --no-progress] -- CMD [ARG...]",
+        description="Start CMD, wait for it on a pidfd and report how it ended (exit\n"
+        "code or signal, core dump) and its resource usage (CPU time, max RSS,\n"
+        "page faults, context switches), like /usr/bin/time -v.",
         epilog=RUN_EPILOG,
         formatter_class=fmt,
     )
@@ -218,7 +222,7 @@ def _build_parser() -> _Parser:
     wait = sub.add_parser(
         "wait",
         help="wait for any processes (children or not) to exit, without reaping them",
-        description="Wait for the processes PID... to exit, whoever their parent is, "
+        description="Wait for the processes PID... to exit, whoever their parent is,\n"
         "and report each as it exits, like util-linux waitpid(1).",
         epilog=WAIT_EPILOG,
         formatter_class=fmt,
@@ -246,7 +250,7 @@ def _build_parser() -> _Parser:
     info = sub.add_parser(
         "info",
         help="show what the kernel reports about a process (PIDFD_GET_INFO)",
-        description="Show a process's ids, credentials, cgroup and, once it has exited, "
+        description="Show a process's ids, credentials, cgroup and, once it has exited,\n"
         "its exit status, as PIDFD_GET_INFO reports them (Linux >= 6.13).",
         epilog=INFO_EPILOG,
         formatter_class=fmt,
@@ -285,7 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # Report it from the subcommand's parser: `run` has its own status.
+            culprit = args.run_parser if args.command == "run" else parser
+            culprit.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else 1
     out = _Output(sys.stderr, args.progress if "progress" in args else None)
@@ -326,7 +334,9 @@ class _Output:
         try:
             width = os.get_terminal_size(self.stream.fileno()).columns
         except (OSError, ValueError, AttributeError):
-            width = 80
+            width = 0
+        # A terminal of unknown size (a fresh pty) says 0 columns.
+        width = width or 80
         if len(text) >= width:
             text = text[: max(width - 2, 1)] + "…"
         # \r and "erase to end of line" rewrite the same line each time.
@@ -391,8 +401,8 @@ def _status_json(status: ExitStatus | None) -> dict[str, Any]:
 def _shell_status(status: ExitStatus) -> int:
     """The exit status a shell would report: the code, or 128 + signal."""
     if status.code is not None:
-        return status.code
-    return 128 + (status.signal or 0)
+        return int(status.code)
+    return 128 + int(status.signal or 0)
 
 
 def _elapsed(seconds: float) -> str:
@@ -439,7 +449,7 @@ def _run_blocked(
     out: _Output,
     forwarded: set[signal.Signals],
     watched: set[signal.Signals],
-    old_mask: set[signal.Signals],
+    old_mask: Iterable[int],
 ) -> int:
     started = time.monotonic()
     try:
@@ -521,7 +531,7 @@ def _supervise(
         if out.enabled:
             elapsed = now - started
             if elapsed >= RUN_STATUS_DELAY:
-                out.status(_run_status(handle.pid, label, elapsed, timeout, term_at, kill_after))
+                out.status(_run_status(handle.pid, label, elapsed, timeout, term_at))
             wake.append(now + REFRESH - (elapsed % REFRESH))
         if wake:
             siginfo = signal.sigtimedwait(watched, max(0.0, min(wake) - now))
@@ -555,19 +565,13 @@ def _send(handle: PidFd, sig: int) -> None:
 
 
 def _run_status(
-    pid: int,
-    label: str,
-    elapsed: float,
-    timeout: float | None,
-    term_at: float | None,
-    kill_after: float,
+    pid: int, label: str, elapsed: float, timeout: float | None, term_at: float | None
 ) -> str:
-    text = f"{PROG}: {_elapsed(elapsed)} running pid {pid}: {label}"
     if term_at is not None:
-        text = f"{PROG}: {_elapsed(elapsed)} timed out, SIGTERM sent to pid {pid}: {label}"
-    elif timeout is not None:
+        return f"{PROG}: {_elapsed(elapsed)} timed out, SIGTERM sent to pid {pid}: {label}"
+    text = f"{PROG}: {_elapsed(elapsed)} running pid {pid}: {label}"
+    if timeout is not None:
         text += f" (timeout in {_elapsed(max(0.0, timeout - elapsed))})"
-    del kill_after
     return text
 
 
@@ -733,8 +737,10 @@ def _info(args: argparse.Namespace) -> int:
         # ENOSYS carries the kernel version needed in its message.
         print(f"{PROG}: pid {args.pid}: {exc.strerror or exc}", file=sys.stderr)
         return INFO_FAILED
-    fields = ("pid", "tgid", "ppid", "ruid", "euid", "suid", "fsuid", "rgid", "egid", "sgid")
-    fields += ("fsgid", "cgroupid")
+    ids = ("pid", "tgid", "ppid")
+    uids = ("ruid", "euid", "suid", "fsuid")
+    gids = ("rgid", "egid", "sgid", "fsgid")
+    fields = (*ids, *uids, *gids, "cgroupid")
     data: dict[str, Any] = {name: getattr(info, name) for name in fields}
     data["alive"] = alive
     status = info.exit_status
@@ -752,8 +758,8 @@ def _info(args: argparse.Namespace) -> int:
         ("state", state),
         ("thread group id", show(info.tgid)),
         ("parent pid", show(info.ppid)),
-        ("uid (real/eff/saved/fs)", "/".join(show(getattr(info, f)) for f in fields[3:7])),
-        ("gid (real/eff/saved/fs)", "/".join(show(getattr(info, f)) for f in fields[7:11])),
+        ("uid (real/eff/saved/fs)", "/".join(show(getattr(info, f)) for f in uids)),
+        ("gid (real/eff/saved/fs)", "/".join(show(getattr(info, f)) for f in gids)),
         ("cgroup id", show(info.cgroupid)),
     ]
     for key, value in rows:
