@@ -423,6 +423,29 @@ def test_wait_non_children_reports_their_status() -> None:
         assert records[a.pid]["exit_code"] is None
 
 
+def test_wait_never_invents_a_status() -> None:
+    # The parent (this test) does not reap its exited child while pidfd
+    # waits: the kernel cannot tell a non-parent the status of a zombie,
+    # so after its grace period pidfd reports it as unknown.
+    with started(py(BLOCKED.format(code=9)), stdin=subprocess.PIPE) as child:
+        with started(
+            [*PIDFD, "wait", "--json", "--progress", str(child.pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as waiter:
+            assert waiter.stderr is not None and child.stdin is not None
+            read_until(waiter.stderr.fileno(), b"waiting for 1 of 1")
+            child.stdin.close()
+            out, err = waiter.communicate(timeout=LIMIT)
+        # Only now is it reaped, with its real status.
+        assert child.wait(timeout=LIMIT) == 9
+    assert waiter.returncode == 0, err
+    record = json.loads(out)
+    assert record["pid"] == child.pid
+    assert record["status_known"] is False
+    assert record["exit_code"] is None and record["signal"] is None
+
+
 def test_wait_text_output_and_missing_pid() -> None:
     gone = missing_pid()
     with (

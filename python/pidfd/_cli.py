@@ -73,6 +73,12 @@ SI_KERNEL = 0x80
 REFRESH = 1.0
 RUN_STATUS_DELAY = 1.0
 
+# How long `wait` gives an exited process's parent to reap it, so that the
+# kernel can report the status (as PidFd.wait_exit() does), and how often it
+# looks meanwhile. Many processes exiting at once share one grace period.
+REAP_GRACE = 0.5
+REAP_POLL = 0.01
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with a per-subcommand exit status for usage errors.
@@ -681,43 +687,70 @@ def _wait_loop(
     handles: list[PidFd], want: int, args: argparse.Namespace, out: _Output, started: float
 ) -> int:
     running = list(handles)
-    done = 0
+    # Exited, status not settled yet: (handle, when it was seen to exit).
+    pending: list[tuple[PidFd, float]] = []
+    reported = 0
     deadline = None if args.timeout is None else started + args.timeout
-    total = len(handles)
-    while done < want:
+
+    def report(handle: PidFd, status: ExitStatus | None) -> None:
+        elapsed = time.monotonic() - started
+        if args.json:
+            record = {"pid": handle.pid, **_status_json(status), "elapsed_s": round(elapsed, 6)}
+            out.out(json.dumps(record))
+        else:
+            out.out(f"pid {handle.pid} {_describe(status)}")
+
+    def settle(now: float, force: bool) -> int:
+        """Report the exited processes whose status is settled (or overdue)."""
+        count = 0
+        for entry in list(pending):
+            handle, since = entry
+            # A child's status, or a non-child's once its parent has reaped
+            # it (Linux >= 6.15), is final at once; otherwise give the parent
+            # REAP_GRACE to reap, then say "unknown" rather than guess.
+            settled, status = handle._exit_status_now()
+            if settled or force or now - since >= REAP_GRACE:
+                pending.remove(entry)
+                report(handle, status)
+                count += 1
+                if reported + count >= want:
+                    break
+        return count
+
+    while True:
         now = time.monotonic()
-        remaining = None if deadline is None else max(0.0, deadline - now)
-        step = remaining
+        reported += settle(now, force=False)
+        if reported >= want:
+            break
+        if deadline is not None and now >= deadline:
+            # Those already seen to exit count; the rest timed out.
+            reported += settle(now, force=True)
+            if reported >= want:
+                break
+            pids = " ".join(str(h.pid) for h in running)
+            out.err(f"timed out after {args.timeout:g} s; still running: {pids}")
+            return WAIT_TIMEOUT
+        step = None if deadline is None else deadline - now
         if out.enabled:
             pids = " ".join(str(h.pid) for h in running)
             out.status(
-                f"{PROG}: {_elapsed(now - started)} waiting for {len(running)} of {total}: {pids}"
+                f"{PROG}: {_elapsed(now - started)} waiting for {len(running)} "
+                f"of {len(handles)}: {pids}"
             )
-            step = REFRESH if remaining is None else min(REFRESH, remaining)
+            step = REFRESH if step is None else min(REFRESH, step)
+        if pending:
+            step = REAP_POLL if step is None else min(REAP_POLL, step)
+        if not running:
+            time.sleep(step or 0.0)
+            continue
         try:
             exited = wait_any(running, timeout=step)
         except TimeoutError:
-            if remaining is not None and time.monotonic() >= deadline:  # type: ignore[operator]
-                pids = " ".join(str(h.pid) for h in running)
-                out.err(f"timed out after {args.timeout:g} s; still running: {pids}")
-                return WAIT_TIMEOUT
             continue
+        seen = time.monotonic()
         for handle in exited:
             running.remove(handle)
-            # Exited already, so this returns at once for a child or a
-            # process whose parent reaps it promptly; it briefly gives a
-            # zombie's parent the chance to, so that the kernel can report
-            # the status, and otherwise answers None.
-            status = handle.wait_exit()
-            elapsed = time.monotonic() - started
-            if args.json:
-                record = {"pid": handle.pid, **_status_json(status), "elapsed_s": round(elapsed, 6)}
-                out.out(json.dumps(record))
-            else:
-                out.out(f"pid {handle.pid} {_describe(status)}")
-            done += 1
-            if done >= want:
-                break
+            pending.append((handle, seen))
     out.clear()
     return WAIT_OK
 
