@@ -139,6 +139,16 @@ fn kernel_version() -> (u32, u32) {
     })
 }
 
+/// Whether the kernel knows `PIDFD_THREAD` (Linux ≥ 6.9), asked by opening
+/// the calling thread with it: a thread that is certainly alive, so `EINVAL`
+/// can only mean an unknown flag.
+fn kernel_has_pidfd_thread() -> bool {
+    !matches!(
+        sys::pidfd_open(sys::gettid(), sys::PIDFD_THREAD),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL)
+    )
+}
+
 /// What `wait_exit()` can say about a process that has exited.
 enum ExitState {
     /// Final: the status, or `None` if the kernel will never tell it.
@@ -254,9 +264,9 @@ impl PidFd {
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => {}
                     Some(libc::ECHILD) => return Err(self.no_child_error(fd)),
-                    Some(libc::EINVAL) if kernel_version() < (5, 4) => {
-                        return Err(needs_kernel("waitid(P_PIDFD)", "5.4"));
-                    }
+                    // Our idtype and options are all valid on any kernel
+                    // that knows P_PIDFD, so EINVAL means it does not.
+                    Some(libc::EINVAL) => return Err(needs_kernel("waitid(P_PIDFD)", "5.4")),
                     _ => return Err(from_io(&e, format_args!("waitid() on pid {}", self.pid))),
                 },
             }
@@ -380,20 +390,26 @@ impl PidFd {
                     ),
                 ),
                 Some(libc::ENOSYS) => needs_kernel("pidfd_open(2)", "5.3"),
-                Some(libc::EINVAL) if thread && kernel_version() < (6, 9) => {
+                Some(libc::EINVAL) if thread && !kernel_has_pidfd_thread() => {
                     needs_kernel("PidFd.from_pid(pid, thread=True) (PIDFD_THREAD)", "6.9")
                 }
                 Some(libc::ENOENT) if thread => os_error(
                     libc::ENOENT,
                     format!("{pid} is not a thread id visible to this process"),
                 ),
-                Some(libc::EINVAL) if !thread => os_error(
-                    libc::EINVAL,
-                    format!(
-                        "pid {pid} is a thread, not a process; pass its process id, or \
-                         thread=True for a handle on the thread"
+                // A thread that is not its group's leader: EINVAL before
+                // Linux 6.15 or so, ENOENT since.
+                Some(errno @ (libc::EINVAL | libc::ENOENT)) if !thread => match sys::proc_tgid(pid)
+                {
+                    Some(tgid) if tgid != pid => os_error(
+                        errno,
+                        format!(
+                            "pid {pid} is a thread of process {tgid}, not a process; pass \
+                             {tgid}, or thread=True for a handle on the thread"
+                        ),
                     ),
-                ),
+                    _ => from_io(&e, format_args!("pidfd_open({pid})")),
+                },
                 _ => from_io(&e, format_args!("pidfd_open({pid})")),
             }),
         }
@@ -446,11 +462,14 @@ impl PidFd {
         };
         let raw = check_fd(raw, "sock")?;
         let fd = sys::peer_pidfd(raw).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOPROTOOPT) if kernel_version() < (6, 5) => {
+            // SOL_SOCKET options are handled by the core socket code for
+            // every family: an unknown option number means an older kernel.
+            // A socket without peer credentials (TCP, unconnected) is ENODATA.
+            Some(libc::ENOPROTOOPT) => {
                 needs_kernel("PidFd.from_socket_peer() (SO_PEERPIDFD)", "6.5")
             }
-            Some(libc::ENOPROTOOPT | libc::ENODATA) => os_error(
-                e.raw_os_error().unwrap_or(0),
+            Some(libc::ENODATA) => os_error(
+                libc::ENODATA,
                 format!("fd {raw} has no peer process: it must be a connected AF_UNIX socket"),
             ),
             Some(libc::ESRCH) => os_error(
