@@ -421,7 +421,11 @@ impl PidFd {
     #[staticmethod]
     fn from_fd(fd: &Bound<'_, PyAny>) -> PyResult<Self> {
         let raw = check_fd(extract_int(fd, "fd")?, "fd")?;
-        let pid = sys::fdinfo_pid(raw).map_err(|e| from_io(&e, format_args!("fd {raw}")))?;
+        let pid = sys::fdinfo_pid(raw).map_err(|e| match e.raw_os_error() {
+            // No /proc/self/fd entry: the number is not an open fd.
+            Some(libc::ENOENT) => os_error(libc::EBADF, format!("fd {raw} is not open")),
+            _ => from_io(&e, format_args!("fd {raw}")),
+        })?;
         let pid = match pid {
             None => {
                 return Err(PyValueError::new_err(format!(
