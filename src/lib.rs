@@ -160,7 +160,10 @@ enum ExitState {
 
 /// How long `wait_exit()` gives a non-child's parent to reap it, so that
 /// `PIDFD_INFO_EXIT` can report the status, before answering `None`.
-const REAP_GRACE: Duration = Duration::from_millis(500);
+/// A parent normally reaps within microseconds, but on a loaded machine its
+/// wake-up can lag well past half a second, and answering `None` then would
+/// hide a status the kernel was about to report.
+const REAP_GRACE: Duration = Duration::from_secs(2);
 
 fn check_pid(pid: i64) -> PyResult<libc::pid_t> {
     if pid <= 0 {

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["AsyncPidFd"]
 
 # How long wait_exit() lets a non-child's parent reap it (so that the kernel
-# can report its status) before answering None; matches the sync side.
-_REAP_GRACE = 0.5
+# can report its status) before answering None; matches the sync side, where
+# the reason for the length is given.
+_REAP_GRACE = 2.0
 _REAP_POLL = 0.005
 
 
