@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import subprocess
+import time
 
 import anyio
 import pytest
@@ -343,3 +344,69 @@ def test_sync_wait_exit_in_fresh_interpreter():
     )
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.split() == ["3", "3"]
+
+
+# --- a non-child whose parent does not reap it --------------------------------
+
+# The intermediate starts a grandchild that exits at once with 5, reports its
+# pid, and reaps it only when told to (a byte on its stdin).
+LAZY_PARENT = (
+    "import subprocess, sys\n"
+    "p = subprocess.Popen([sys.executable, '-c', 'raise SystemExit(5)'],"
+    " stdin=subprocess.DEVNULL)\n"
+    "print(p.pid, flush=True)\n"
+    "sys.stdin.buffer.read(1)\n"
+    "print(p.wait(), flush=True)\n"
+)
+
+
+@pytest.fixture
+def lazy_parent():
+    parent = subprocess.Popen(
+        [PY, "-c", LAZY_PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield parent
+    finally:
+        parent.kill()
+        parent.wait(10)
+        parent.stdin.close()
+        parent.stdout.close()
+
+
+def test_wait_exit_non_child_zombie_left_unreaped(lazy_parent):
+    """Exited but not reaped by its parent: wait_exit() still returns, with
+    None after a grace period (bounded by the timeout), and the true status
+    once the parent reaps it."""
+    gpid = int(lazy_parent.stdout.readline())
+    # Our pidfd on the zombie: it cannot be reaped or reused until its parent waits.
+    with PidFd.from_pid(gpid) as handle:
+        wait_until(lambda: proc_state(gpid) == "Z")
+        assert not handle.is_alive()
+        start = time.monotonic()
+        assert handle.wait_exit(0.2) is None
+        assert time.monotonic() - start < 1.5
+        start = time.monotonic()
+        assert handle.wait_exit() is None
+        # The grace period: long enough for a loaded parent, but it ends.
+        assert 0.4 < time.monotonic() - start < 10
+        lazy_parent.stdin.write("x")
+        lazy_parent.stdin.flush()
+        assert lazy_parent.stdout.readline() == "5\n"
+        status = handle.wait_exit(10)
+        assert status == (ExitStatus.from_waitstatus(5 << 8) if HAS_INFO_EXIT else None)
+
+
+@pytest.mark.anyio
+async def test_async_wait_exit_non_child_zombie_left_unreaped(lazy_parent):
+    gpid = int(lazy_parent.stdout.readline())
+    with AsyncPidFd.from_pid(gpid) as handle:
+        wait_until(lambda: proc_state(gpid) == "Z")
+        with anyio.fail_after(10):
+            assert await handle.wait_exit() is None
+        lazy_parent.stdin.write("x")
+        lazy_parent.stdin.flush()
+        assert lazy_parent.stdout.readline() == "5\n"
+        with anyio.fail_after(10):
+            status = await handle.wait_exit()
+        assert status == (ExitStatus.from_waitstatus(5 << 8) if HAS_INFO_EXIT else None)
