@@ -14,13 +14,14 @@ fails half-way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 from pidfd import PidFd
 
@@ -102,15 +103,11 @@ class Procs:
     def close(self) -> None:
         for popen in self._popens:
             if popen.stdin is not None:
-                try:
+                with contextlib.suppress(OSError):
                     popen.stdin.close()
-                except OSError:
-                    pass
         for guard in self._guards:
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 guard.kill()
-            except (ProcessLookupError, ValueError):
-                pass
             guard.close()
         for popen in self._popens:
             popen.kill()
@@ -158,7 +155,7 @@ class RaisingSignal:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self._old: object = None
-        self._timer: Optional[threading.Timer] = None
+        self._timer: threading.Timer | None = None
 
     def _handler(self, signum: int, frame: object) -> None:
         raise Interrupted(signum)
@@ -167,9 +164,7 @@ class RaisingSignal:
         self._old = signal.signal(signal.SIGUSR1, self._handler)
         main = threading.main_thread().ident
         assert main is not None
-        self._timer = threading.Timer(
-            self.delay, signal.pthread_kill, (main, signal.SIGUSR1)
-        )
+        self._timer = threading.Timer(self.delay, signal.pthread_kill, (main, signal.SIGUSR1))
         self._timer.start()
         return self
 

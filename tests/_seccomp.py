@@ -27,7 +27,7 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any
 
 # x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 NR_IOCTL = 16
@@ -45,7 +45,7 @@ PIDFD_THREAD = os.O_EXCL
 SO_PEERPIDFD = 77
 P_PIDFD = 3
 
-SKIP_REASON: Optional[str] = (
+SKIP_REASON: str | None = (
     None
     if platform.machine() == "x86_64" and sys.platform.startswith("linux")
     else f"the seccomp helper knows only x86_64 syscall numbers, not {platform.machine()}"
@@ -62,7 +62,7 @@ class Rule:
 
     nr: int
     errno: int
-    arg: Optional[int] = None
+    arg: int | None = None
     value: int = 0
     any_bits: bool = False
 

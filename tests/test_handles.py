@@ -12,7 +12,6 @@ import subprocess
 import anyio
 import pytest
 from _beyond import PY, Procs, kernel_at_least, proc_state
-
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 
 HAS_INFO_EXIT = kernel_at_least(6, 15)
@@ -156,7 +155,7 @@ def test_getfd_permission_error_across_users():
 @pytest.mark.anyio
 async def test_async_getfd_and_is_alive(procs):
     proc = procs.child("import sys\n" + PIPES, wait_for_release=False)
-    w1, r2 = map(int, proc.readline().split())
+    _w1, r2 = map(int, proc.readline().split())
     with AsyncPidFd.from_pid(proc.pid) as handle:
         assert handle.is_alive()
         mine = handle.getfd(r2)
@@ -388,11 +387,10 @@ def test_from_fd_type_errors(bad):
 @needs_peerpidfd
 def test_socket_peer_of_a_socketpair_is_us():
     a, b = socket.socketpair()
-    with a, b:
-        with PidFd.from_socket_peer(a) as mine, PidFd.from_socket_peer(b.fileno()) as also:
-            assert mine.pid == also.pid == os.getpid()
-            assert mine.is_alive()
-            mine.send_signal(0)
+    with a, b, PidFd.from_socket_peer(a) as mine, PidFd.from_socket_peer(b.fileno()) as also:
+        assert mine.pid == also.pid == os.getpid()
+        assert mine.is_alive()
+        mine.send_signal(0)
 
 
 # A client that connects, says hello, waits for one byte and exits 4.
@@ -472,15 +470,15 @@ async def test_socket_peer_async(procs, tmp_path):
 
 @needs_peerpidfd
 def test_socket_peer_of_tcp_is_a_clear_error():
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        with socket.create_connection(server.getsockname(), timeout=10) as client:
-            conn, _ = server.accept()
-            with conn:
-                for sock in (client, conn):
-                    with pytest.raises(OSError) as excinfo:
-                        PidFd.from_socket_peer(sock)
-                    assert excinfo.value.errno == errno.ENODATA
-                    assert "connected AF_UNIX socket" in str(excinfo.value)
+    server = socket.create_server(("127.0.0.1", 0))
+    with server, socket.create_connection(server.getsockname(), timeout=10) as client:
+        conn, _ = server.accept()
+        with conn:
+            for sock in (client, conn):
+                with pytest.raises(OSError) as excinfo:
+                    PidFd.from_socket_peer(sock)
+                assert excinfo.value.errno == errno.ENODATA
+                assert "connected AF_UNIX socket" in str(excinfo.value)
 
 
 @needs_peerpidfd

@@ -8,7 +8,6 @@ import signal
 import anyio
 import pytest
 from _beyond import Procs, kernel_at_least, proc_state, wait_until
-
 from pidfd import AsyncPidFd, ExitStatus, PidFd, ProcessInfo
 
 pytestmark = pytest.mark.skipif(
@@ -16,9 +15,21 @@ pytestmark = pytest.mark.skipif(
 )
 HAS_INFO_EXIT = kernel_at_least(6, 15)
 
-FIELDS = (
-    "pid tgid ppid ruid euid suid fsuid rgid egid sgid fsgid cgroupid exit_status".split()
-)
+FIELDS = [
+    "pid",
+    "tgid",
+    "ppid",
+    "ruid",
+    "euid",
+    "suid",
+    "fsuid",
+    "rgid",
+    "egid",
+    "sgid",
+    "fsgid",
+    "cgroupid",
+    "exit_status",
+]
 LIVE_ONLY = [f for f in FIELDS if f not in ("pid", "cgroupid", "exit_status")]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import pytest
 from _seccomp import (
@@ -35,8 +35,7 @@ RELEASE = os.uname().release
 
 # A child to wait for, inside the snippet.
 CHILD = (
-    "import subprocess, sys\n"
-    "p = subprocess.Popen([sys.executable, '-c', 'raise SystemExit(5)'])\n"
+    "import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', 'raise SystemExit(5)'])\n"
 )
 # A non-child to wait for: a grandchild that its own parent reaps. It exits
 # with 5 once the snippet writes a byte to m.stdin (which it inherits).
@@ -60,7 +59,7 @@ class Case(NamedTuple):
     rule: Rule
     version: str
     # What the snippet returns with no filter, or None for "any success".
-    baseline: Optional[object] = None
+    baseline: object | None = None
 
 
 CASES = {

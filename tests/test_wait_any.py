@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 from _beyond import Interrupted, Procs, RaisingSignal, proc_state, wait_until
-
 from pidfd import AsyncPidFd, PidFd, wait_any
 
 N_PROCS = 300
@@ -106,9 +105,7 @@ def test_thousands_of_handles(procs):
 
 def test_already_exited_handles_returned_in_given_order(procs):
     a, b, c = (procs.child("") for _ in range(3))
-    with PidFd.from_pid(a.pid) as ha, PidFd.from_pid(b.pid) as hb, PidFd.from_pid(
-        c.pid
-    ) as hc:
+    with PidFd.from_pid(a.pid) as ha, PidFd.from_pid(b.pid) as hb, PidFd.from_pid(c.pid) as hc:
         a.release()
         b.release()
         wait_until(lambda: proc_state(a.pid) == proc_state(b.pid) == "Z")

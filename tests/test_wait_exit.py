@@ -24,7 +24,6 @@ from _beyond import (
     proc_state,
     wait_until,
 )
-
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 
 HAS_INFO_EXIT = kernel_at_least(6, 15)
