@@ -163,7 +163,7 @@ def test_info_thread_handle(procs):
     if not kernel_at_least(6, 9):
         pytest.skip("PIDFD_THREAD needs Linux >= 6.9")
     proc = procs.child(
-        "import threading\n"
+        "import sys, threading\n"
         "def run():\n"
         "    print(threading.get_native_id(), flush=True)\n"
         "    sys.stdin.buffer.read(1)\n"
