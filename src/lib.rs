@@ -487,12 +487,16 @@ impl PidFd {
         })?;
         let pid = match sys::fdinfo_pid(fd.as_raw_fd()) {
             Ok(Some(pid)) if pid > 0 => pid,
+            Ok(Some(-1)) => {
+                return Err(os_error(
+                    libc::ESRCH,
+                    format!("the peer of socket fd {raw} has already exited and been reaped"),
+                ));
+            }
             Ok(_) => {
                 return Err(os_error(
                     libc::ESRCH,
-                    format!(
-                        "the peer of socket fd {raw} has exited or is outside this pid namespace"
-                    ),
+                    format!("the peer of socket fd {raw} is outside this process's pid namespace"),
                 ));
             }
             Err(e) => return Err(from_io(&e, "reading the peer's pidfd")),
