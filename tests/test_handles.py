@@ -507,3 +507,19 @@ def test_socket_peer_of_a_non_socket_fd():
     finally:
         os.close(r)
         os.close(w)
+
+
+@needs_peerpidfd
+def test_socket_peer_that_exited_and_was_reaped(procs, tmp_path):
+    path = str(tmp_path / "sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen()
+        server.settimeout(10)
+        proc = procs.child(CLIENT.format(path=path), wait_for_release=False)
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"!")
+            assert proc.popen.wait(10) == 4
+            with pytest.raises(ProcessLookupError, match="exited and been reaped"):
+                PidFd.from_socket_peer(conn)
