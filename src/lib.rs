@@ -427,6 +427,9 @@ impl PidFd {
         let pid = sys::fdinfo_pid(raw).map_err(|e| match e.raw_os_error() {
             // No /proc/self/fd entry: the number is not an open fd.
             Some(libc::ENOENT) => os_error(libc::EBADF, format!("fd {raw} is not open")),
+            _ if e.kind() == std::io::ErrorKind::Unsupported => {
+                needs_kernel("PidFd.from_fd() (the pid in a pidfd's fdinfo)", "5.5")
+            }
             _ => from_io(&e, format_args!("fd {raw}")),
         })?;
         let pid = match pid {

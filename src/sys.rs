@@ -303,9 +303,10 @@ pub fn getpid() -> libc::pid_t {
 /// pidfd, else the pid it refers to in our pid namespace (`-1` once the
 /// process has been reaped, `0` if it lives in a namespace we cannot see).
 ///
-/// Pidfds are the only fds whose fdinfo carries a `Pid:` line and whose
-/// link reads `anon_inode:[pidfd]` (or `pidfd:[…]` on pidfs kernels that
-/// dropped the compatibility name).
+/// Pidfds are the only fds whose link reads `anon_inode:[pidfd]` (or
+/// `pidfd:[…]` on pidfs kernels that dropped the compatibility name); their
+/// fdinfo has carried a `Pid:` line since Linux 5.5. A pidfd without one
+/// fails with [`io::ErrorKind::Unsupported`].
 pub fn fdinfo_pid(raw: RawFd) -> io::Result<Option<i32>> {
     let link = std::fs::read_link(format!("/proc/self/fd/{raw}"))?;
     let link = link.to_string_lossy();
@@ -313,10 +314,11 @@ pub fn fdinfo_pid(raw: RawFd) -> io::Result<Option<i32>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))?;
-    Ok(text
-        .lines()
+    text.lines()
         .find_map(|line| line.strip_prefix("Pid:"))
-        .and_then(|v| v.trim().parse().ok()))
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no Pid: line in pidfd fdinfo"))
 }
 
 /// The kernel release, e.g. `"6.1.0-18-amd64"`, for error messages.
