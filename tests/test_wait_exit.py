@@ -388,7 +388,8 @@ def test_wait_exit_non_child_zombie_left_unreaped(lazy_parent):
         start = time.monotonic()
         assert handle.wait_exit() is None
         # The grace period: long enough for a loaded parent, but it ends.
-        assert 0.4 < time.monotonic() - start < 10
+        # (Without PIDFD_INFO_EXIT there is nothing to wait for.)
+        assert (0.4 if HAS_INFO_EXIT else 0) <= time.monotonic() - start < 10
         lazy_parent.stdin.write("x")
         lazy_parent.stdin.flush()
         assert lazy_parent.stdout.readline() == "5\n"
