@@ -400,8 +400,8 @@ impl PidFd {
                     libc::ENOENT,
                     format!("{pid} is not a thread id visible to this process"),
                 ),
-                // A thread that is not its group's leader: EINVAL before
-                // Linux 6.15 or so, ENOENT since.
+                // A thread that is not its group's leader: older kernels say
+                // EINVAL, recent ones (6.18 at least) ENOENT.
                 Some(errno @ (libc::EINVAL | libc::ENOENT)) if !thread => match sys::proc_tgid(pid)
                 {
                     Some(tgid) if tgid != pid => os_error(
