@@ -1092,6 +1092,8 @@ mod _native {
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
-        m.add("__version__", env!("CARGO_PKG_VERSION"))
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        // One grace period for every wait_exit(), sync, async and the CLI.
+        m.add("_REAP_GRACE", super::REAP_GRACE.as_secs_f64())
     }
 }

@@ -29,6 +29,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from pidfd import PidFd, __version__, wait_any
+from pidfd._native import _REAP_GRACE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -72,7 +73,7 @@ RUN_STATUS_DELAY = 1.0
 # How long `wait` gives an exited process's parent to reap it, so that the
 # kernel can report the status (as PidFd.wait_exit() does), and how often it
 # looks meanwhile. Many processes exiting at once share one grace period.
-REAP_GRACE = 0.5
+REAP_GRACE = _REAP_GRACE
 REAP_POLL = 0.01
 
 
