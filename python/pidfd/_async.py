@@ -8,8 +8,13 @@ with no helper thread and no child watcher.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import sys
+import threading
 import types
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -50,7 +55,7 @@ class AsyncPidFd:
         anyio.run(main)
     """
 
-    __slots__ = ("_lock", "_pidfd", "_waiting")
+    __slots__ = ("_lock", "_loop", "_loop_thread", "_pidfd", "_waiting")
 
     def __init__(self, pidfd: PidFd) -> None:
         if not isinstance(pidfd, PidFd):
@@ -63,6 +68,10 @@ class AsyncPidFd:
         # waiter per fd and would raise BusyResourceError for a second one.
         self._lock = anyio.Lock()
         self._waiting = False
+        # Where the current waiter runs, so that close() from another thread
+        # can have that loop drop the fd before it is closed.
+        self._loop: Any = None
+        self._loop_thread: int | None = None
 
     @classmethod
     def from_pid(cls, pid: int, *, thread: bool = False) -> AsyncPidFd:
@@ -104,6 +113,8 @@ class AsyncPidFd:
         return self._pidfd.fileno()
 
     async def _readable(self) -> None:
+        self._loop = _running_loop()
+        self._loop_thread = threading.get_ident()
         self._waiting = True
         try:
             await anyio.wait_readable(self._pidfd.fileno())
@@ -174,16 +185,52 @@ class AsyncPidFd:
 
         A task awaiting ``wait()`` is woken first (it raises
         ``anyio.ClosedResourceError``), so the event loop never watches a
-        closed, possibly reused, fd number.
+        closed, possibly reused, fd number. Called from another thread, the
+        close is handed to that task's event loop and this call returns once
+        it is done, like ``anyio.from_thread.run_sync``.
         """
+        if self._waiting and threading.get_ident() != self._loop_thread:
+            self._close_in_loop()
+            return
         if self._waiting and not self._pidfd.closed:
-            try:
+            # RuntimeError: the waiter's loop is not running (stopped with the
+            # task pending), so nothing polls the fd that we could tell.
+            with contextlib.suppress(RuntimeError):
                 anyio.notify_closing(self._pidfd.fileno())
-            except RuntimeError:
-                # Not inside an event loop (e.g. from another thread): there
-                # is no loop-side waiter we can reach from here.
-                pass
         self._pidfd.close()
+
+    def _close_in_loop(self) -> None:
+        loop = self._loop
+        trio = sys.modules.get("trio")
+        if trio is not None and isinstance(loop, trio.lowlevel.TrioToken):
+            try:
+                trio.from_thread.run_sync(self.close, trio_token=loop)
+            except trio.RunFinishedError:
+                # The run is over, and with it every watcher of the fd.
+                self._pidfd.close()
+            return
+
+        async def close() -> None:
+            self.close()
+
+        coro = close()
+        try:
+            done = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # the loop is closed: nobody watches the fd
+            coro.close()
+            self._pidfd.close()
+            return
+        # A loop that closes before running our callback drops it; poll for
+        # that rather than wait forever.
+        while True:
+            try:
+                done.result(timeout=0.05)
+                return
+            except concurrent.futures.TimeoutError:
+                if loop.is_closed():
+                    coro.close()
+                    self._pidfd.close()
+                    return
 
     def __enter__(self) -> AsyncPidFd:
         return self
@@ -209,3 +256,15 @@ class AsyncPidFd:
 
     def __repr__(self) -> str:
         return "<Async" + repr(self._pidfd)[1:]
+
+
+def _running_loop() -> Any:
+    """A thread-safe handle on the running event loop: trio's token or the
+    asyncio loop."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+    return asyncio.get_running_loop()
