@@ -20,18 +20,21 @@ import _reliability_helpers as rh
 import anyio
 import pytest
 import trio
-from _reliability_helpers import Children, is_running, is_unreaped, open_fds, wait_zombie
+from _reliability_helpers import (
+    Children,
+    fd_target,
+    is_pidfd_link,
+    is_running,
+    is_unreaped,
+    open_fds,
+    wait_zombie,
+)
 from pidfd import AsyncPidFd, ExitInfo
 
 children = rh.children_fixture
 
 # Long enough for a task to reach its await point on a loaded machine.
 SETTLE = 0.1
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return request.param
 
 
 async def _blocked_on_lock(h: AsyncPidFd) -> None:
@@ -263,6 +266,38 @@ async def test_close_wakes_wait_exit(children: Children) -> None:
             tg.start_soon(waiter)
             await _blocked_on_lock(h)
             h.close()
+    assert is_running(pid)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("queued", [False, True], ids=["holder", "holder+queued"])
+async def test_close_from_another_thread_wakes_waiting_tasks(
+    queued: bool, children: Children
+) -> None:
+    """A supervisor thread closes the handle: the event loop must hear of it
+    (else the waiter hangs and the loop watches a closed, reusable number)."""
+    pid = children.sleep(30)
+    h = AsyncPidFd.from_pid(pid)
+    number = h.fileno()
+    errors: list[BaseException] = []
+
+    async def waiter() -> None:
+        try:
+            await h.wait()
+        except (ValueError, anyio.ClosedResourceError) as e:
+            errors.append(e)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await _blocked_on_lock(h)
+            if queued:
+                tg.start_soon(waiter)
+                await anyio.sleep(SETTLE)
+            await anyio.to_thread.run_sync(h.close)
+            assert h.closed
+            assert not is_pidfd_link(fd_target(number))
+    assert len(errors) == (2 if queued else 1)
     assert is_running(pid)
 
 
