@@ -25,6 +25,14 @@ SLEEP = shutil.which("sleep") or "/bin/sleep"
 TRUE = shutil.which("true") or "/bin/true"
 
 
+def spawn_path(name: str) -> str:
+    """The absolute path of program ``name``, for ``os.posix_spawn``."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"needs {name!r} on PATH")
+    return path
+
+
 class Children:
     """Spawns children and guarantees they are killed and reaped afterwards."""
 
