@@ -14,7 +14,8 @@ pub mod errors;
 pub mod status;
 pub mod sys;
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -810,9 +811,18 @@ fn wait_any(
             "wait_any() needs at least one handle; with none it would wait forever",
         ));
     }
-    let mut fds: Vec<libc::pollfd> = items
+    // Each fd once: poll(2) refuses more entries than RLIMIT_NOFILE with
+    // EINVAL, and a caller may well list the same handle many times.
+    let mut slot_of: HashMap<RawFd, usize> = HashMap::with_capacity(items.len());
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(items.len());
+    let slots: Vec<usize> = items
         .iter()
-        .map(|(_, fd)| pollfd(fd, libc::POLLIN))
+        .map(|(_, fd)| {
+            *slot_of.entry(fd.as_raw_fd()).or_insert_with(|| {
+                fds.push(pollfd(fd, libc::POLLIN));
+                fds.len() - 1
+            })
+        })
         .collect();
     if !poll_until(py, &mut fds, deadline)? {
         return Err(PyTimeoutError::new_err(format!(
@@ -822,8 +832,8 @@ fn wait_any(
         )));
     }
     let done = PyList::empty(py);
-    for ((handle, _), pfd) in items.iter().zip(&fds) {
-        if pfd.revents != 0 {
+    for ((handle, _), slot) in items.iter().zip(slots) {
+        if fds[slot].revents != 0 {
             done.append(handle)?;
         }
     }
