@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import resource
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -291,6 +292,22 @@ def test_wait_any_bad_arguments(children: Children) -> None:
             pidfd.wait_any([h, "x"])  # type: ignore[list-item]
         with pytest.raises(TimeoutError):
             pidfd.wait_any(iter([h, h]), timeout=0)
+
+
+def test_wait_any_with_the_same_handle_many_times(children: Children) -> None:
+    """Repeats must not count against RLIMIT_NOFILE (poll(2) refuses more
+    entries than that with EINVAL): each fd is polled once."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    pid = children.sleep(0.2)
+    with PidFd.from_pid(pid) as h:
+        a = AsyncPidFd(h)
+        handles: list[PidFd | AsyncPidFd] = [h, a] * (soft // 2 + 10)
+        with pytest.raises(TimeoutError):
+            pidfd.wait_any(handles, timeout=0)
+        done = pidfd.wait_any(handles, timeout=10)
+        # Every entry is reported, as the object given, in order.
+        assert len(done) == len(handles)
+        assert all(x is y for x, y in zip(done, handles))
 
 
 def test_async_pidfd_wraps_only_pidfd() -> None:
