@@ -55,7 +55,7 @@ class AsyncPidFd:
         anyio.run(main)
     """
 
-    __slots__ = ("_lock", "_loop", "_loop_thread", "_pidfd", "_waiting")
+    __slots__ = ("_lock", "_lock_loop", "_loop", "_loop_thread", "_pidfd", "_waiting")
 
     def __init__(self, pidfd: PidFd) -> None:
         if not isinstance(pidfd, PidFd):
@@ -66,7 +66,9 @@ class AsyncPidFd:
         self._pidfd = pidfd
         # One task at a time awaits readability: anyio backends allow a single
         # waiter per fd and would raise BusyResourceError for a second one.
-        self._lock = anyio.Lock()
+        # Made by _lock_here(), one per event loop.
+        self._lock: anyio.Lock | None = None
+        self._lock_loop: Any = None
         self._waiting = False
         # Where the current waiter runs, so that close() from another thread
         # can have that loop drop the fd before it is closed.
@@ -112,6 +114,16 @@ class AsyncPidFd:
         """The raw fd; readable once the process has exited."""
         return self._pidfd.fileno()
 
+    def _lock_here(self) -> anyio.Lock:
+        # An anyio lock belongs to the backend and loop that first used it: a
+        # handle awaited under trio.run and later under asyncio.run (or
+        # created in one loop, used in another) needs a fresh one.
+        loop = _running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock = anyio.Lock()
+            self._lock_loop = loop
+        return self._lock
+
     async def _readable(self) -> None:
         self._loop = _running_loop()
         self._loop_thread = threading.get_ident()
@@ -128,7 +140,7 @@ class AsyncPidFd:
         and the handle usable: a later ``wait()`` still returns the status.
         ``ChildProcessError`` at once for a process that is not our child.
         """
-        async with self._lock:
+        async with self._lock_here():
             while True:
                 info = self._pidfd.try_wait()
                 if info is not None:
@@ -142,7 +154,7 @@ class AsyncPidFd:
         As :meth:`PidFd.wait_exit`: its ``ExitStatus`` where the kernel can
         tell, else ``None``.
         """
-        async with self._lock:
+        async with self._lock_here():
             await self._readable()
             with anyio.move_on_after(_REAP_GRACE):
                 while True:
