@@ -433,3 +433,38 @@ def test_trio_cancel_after_exit_never_loses_the_status(children: Children) -> No
                 assert not is_unreaped(pid)
 
     trio.run(main)
+
+
+def _run_in(kind: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(fn()) if kind == "asyncio" else trio.run(fn)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("first", ["asyncio", "trio"])
+@pytest.mark.parametrize("then", ["asyncio", "trio"])
+@pytest.mark.parametrize("made", ["outside", "inside"])
+def test_handle_reused_across_event_loops(
+    first: str, then: str, made: str, children: Children
+) -> None:
+    """A handle cancelled in one run (and backend) still works in the next,
+    whether it was opened outside any loop or inside the first one."""
+    pid = children.sleep(30)
+
+    async def open_handle() -> AsyncPidFd:
+        return AsyncPidFd.from_pid(pid)
+
+    h = AsyncPidFd.from_pid(pid) if made == "outside" else _run_in(first, open_handle)
+    with h:
+
+        async def cancelled_wait() -> None:
+            with anyio.move_on_after(SETTLE):
+                await h.wait()
+
+        _run_in(first, cancelled_wait)
+        assert is_running(pid)
+        h.kill()
+
+        async def wait() -> ExitInfo:
+            with anyio.fail_after(10):
+                return await h.wait()
+
+        assert _run_in(then, wait).status.signal == signal.SIGKILL

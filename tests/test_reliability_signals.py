@@ -4,6 +4,7 @@ with only the time that was left (PEP 475)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -14,8 +15,9 @@ from typing import Any
 import _reliability_helpers as rh
 import pidfd
 import pytest
+import trio
 from _reliability_helpers import Children, is_running, is_unreaped
-from pidfd import PidFd
+from pidfd import AsyncPidFd, PidFd
 
 children = rh.children_fixture
 
@@ -196,3 +198,33 @@ def test_eintr_retry_keeps_the_original_deadline(
         assert len(calls) >= 3
         assert 1.0 <= elapsed < 1.25, elapsed
         assert is_running(pid)
+
+
+def _asyncio_run(h: AsyncPidFd) -> None:
+    async def main() -> None:
+        await h.wait()
+
+    asyncio.run(main())
+
+
+def _trio_run(h: AsyncPidFd) -> None:
+    async def main() -> None:
+        await h.wait()
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("run", [_asyncio_run, _trio_run], ids=["asyncio.run", "trio.run"])
+def test_sigint_interrupts_async_wait_in_event_loop(
+    run: Callable[[AsyncPidFd], None], children: Children, restore_signals: None
+) -> None:
+    """Ctrl-C during ``await wait()``: the loop's own SIGINT handling ends the
+    run with KeyboardInterrupt; the child is left for a later wait()."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    pid = children.sleep(30)
+    with AsyncPidFd.from_pid(pid) as h:
+        latency = _prompt(lambda: _latency_of(lambda: run(h), signal.SIGINT, KeyboardInterrupt))
+        print(f"{run.__name__}: SIGINT -> KeyboardInterrupt in {latency * 1000:.2f} ms")
+        assert is_running(pid)
+        h.kill()
+        assert asyncio.run(h.wait()).status.signal == signal.SIGKILL  # type: ignore[arg-type]
