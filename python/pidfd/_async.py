@@ -55,7 +55,15 @@ class AsyncPidFd:
         anyio.run(main)
     """
 
-    __slots__ = ("_lock", "_lock_loop", "_loop", "_loop_thread", "_pidfd", "_waiting")
+    __slots__ = (
+        "_guard",
+        "_lock",
+        "_lock_loop",
+        "_loop",
+        "_loop_thread",
+        "_pidfd",
+        "_waiting",
+    )
 
     def __init__(self, pidfd: PidFd) -> None:
         if not isinstance(pidfd, PidFd):
@@ -71,9 +79,14 @@ class AsyncPidFd:
         self._lock_loop: Any = None
         self._waiting = False
         # Where the current waiter runs, so that close() from another thread
-        # can have that loop drop the fd before it is closed.
+        # can have that loop drop the fd before it is closed. _guard makes
+        # "start waiting" and "close unless someone waits" atomic, so a close
+        # from another thread cannot slip in between a waiter taking the fd
+        # number and registering it with its loop. Reentrant, so a signal
+        # handler that closes the handle cannot deadlock on it.
         self._loop: Any = None
         self._loop_thread: int | None = None
+        self._guard = threading.RLock()
 
     @classmethod
     def from_pid(cls, pid: int, *, thread: bool = False) -> AsyncPidFd:
@@ -125,11 +138,15 @@ class AsyncPidFd:
         return self._lock
 
     async def _readable(self) -> None:
-        self._loop = _running_loop()
-        self._loop_thread = threading.get_ident()
-        self._waiting = True
+        with self._guard:
+            fd = self._pidfd.fileno()
+            self._loop = _running_loop()
+            self._loop_thread = threading.get_ident()
+            self._waiting = True
         try:
-            await anyio.wait_readable(self._pidfd.fileno())
+            # Registers fd with the loop before yielding to it, so a close
+            # handed to the loop runs after the registration.
+            await anyio.wait_readable(fd)
         finally:
             self._waiting = False
 
@@ -201,15 +218,16 @@ class AsyncPidFd:
         close is handed to that task's event loop and this call returns once
         it is done, like ``anyio.from_thread.run_sync``.
         """
-        if self._waiting and threading.get_ident() != self._loop_thread:
-            self._close_in_loop()
-            return
-        if self._waiting and not self._pidfd.closed:
-            # RuntimeError: the waiter's loop is not running (stopped with the
-            # task pending), so nothing polls the fd that we could tell.
-            with contextlib.suppress(RuntimeError):
-                anyio.notify_closing(self._pidfd.fileno())
-        self._pidfd.close()
+        with self._guard:
+            if not (self._waiting and threading.get_ident() != self._loop_thread):
+                if self._waiting and not self._pidfd.closed:
+                    # RuntimeError: the waiter's loop is not running (stopped
+                    # with the task pending): nothing polls the fd to tell.
+                    with contextlib.suppress(RuntimeError):
+                        anyio.notify_closing(self._pidfd.fileno())
+                self._pidfd.close()
+                return
+        self._close_in_loop()
 
     def _close_in_loop(self) -> None:
         loop = self._loop
@@ -232,14 +250,14 @@ class AsyncPidFd:
             coro.close()
             self._pidfd.close()
             return
-        # A loop that closes before running our callback drops it; poll for
-        # that rather than wait forever.
+        # A loop that stops or closes before running our callback never runs
+        # it (and then nothing polls the fd); poll for that, never hang.
         while True:
             try:
                 done.result(timeout=0.05)
                 return
             except concurrent.futures.TimeoutError:
-                if loop.is_closed():
+                if loop.is_closed() or not loop.is_running():
                     coro.close()
                     self._pidfd.close()
                     return
