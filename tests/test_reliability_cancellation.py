@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -468,3 +470,41 @@ def test_handle_reused_across_event_loops(
                 return await h.wait()
 
         assert _run_in(then, wait).status.signal == signal.SIGKILL
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_close_from_another_thread_at_any_moment(backend: str, children: Children) -> None:
+    """close() from a supervisor thread just before, during or after a loop
+    thread starts waiting: the wait always ends, with one of the documented
+    errors, and the child is never touched."""
+    pid = children.sleep(30)
+    outcomes: dict[str, int] = {}
+    for i in range(150):
+        h = AsyncPidFd.from_pid(pid)
+        started = threading.Event()
+        result: list[str] = []
+
+        async def main(
+            h: AsyncPidFd = h, started: threading.Event = started, result: list[str] = result
+        ) -> None:
+            started.set()
+            try:
+                with anyio.fail_after(5):
+                    await h.wait()
+            except (ValueError, anyio.ClosedResourceError, TimeoutError) as e:
+                result.append(type(e).__name__)
+
+        loop_thread = threading.Thread(target=anyio.run, args=(main,), kwargs={"backend": backend})
+        loop_thread.start()
+        started.wait()
+        # Spin (not sleep) for 0-200 us to land all around the registration.
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < (i % 20) * 1e-5:
+            pass
+        h.close()
+        loop_thread.join(10)
+        assert not loop_thread.is_alive()
+        (kind,) = result
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    assert "TimeoutError" not in outcomes, outcomes
+    assert is_running(pid)
