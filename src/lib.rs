@@ -80,21 +80,35 @@ impl Deadline {
     }
 }
 
+/// The longest single `poll(2)` in the thread that runs Python's signal
+/// handlers. A signal that lands after our last check but before the poll
+/// is inside the kernel does not interrupt it (Python's C-level handler only
+/// records it), so without a bound Ctrl-C could go unnoticed until the
+/// timeout or the child's exit. Waking this often keeps that under 100 ms.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Polls `fds` until one is ready or the deadline passes, with the GIL
 /// released. A signal interrupts the poll with `EINTR`: we then run Python's
 /// signal handlers, propagate what they raise (Ctrl-C), and otherwise go on
 /// with the time that is left (PEP 475). Returns whether any fd is ready.
 fn poll_until(py: Python<'_>, fds: &mut [libc::pollfd], deadline: Deadline) -> PyResult<bool> {
+    // Other threads never run handlers: they may block for the whole time.
+    let slice = sys::is_initial_thread().then_some(SIGNAL_CHECK_INTERVAL);
     loop {
-        let timeout = deadline.remaining();
-        if timeout != Some(Duration::ZERO) {
+        let remaining = deadline.remaining();
+        if remaining != Some(Duration::ZERO) {
             // A signal that landed after Python last checked but before we
             // block would otherwise wait for the next one to be noticed.
             py.check_signals()?;
         }
+        let timeout = match (remaining, slice) {
+            (Some(r), Some(s)) => Some(r.min(s)),
+            (r, s) => r.or(s),
+        };
         match py.detach(|| sys::poll(fds, timeout)) {
             Ok(0) if deadline.expired() => return Ok(false),
-            // Woke a little early (timer rounding): sleep out the rest.
+            // The slice ended, or woke a little early (timer rounding):
+            // check for signals and sleep out the rest.
             Ok(0) => {}
             Ok(_) => return Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => py.check_signals()?,
