@@ -228,3 +228,47 @@ def test_sigint_interrupts_async_wait_in_event_loop(
         assert is_running(pid)
         h.kill()
         assert asyncio.run(h.wait()).status.signal == signal.SIGKILL  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["wait", "wait_exit", "wait_any"])
+def test_signal_landing_as_the_wait_starts_is_not_lost(
+    name: str, children: Children, restore_signals: None
+) -> None:
+    """A signal that arrives in the instant between the wait's last check for
+    pending signals and its entry into poll(2) must still interrupt it
+    promptly, not wait for the timeout (or, without one, for the child)."""
+    signal.signal(signal.SIGUSR1, _raise_interrupted)
+    pid = children.sleep(60)
+    me = os.getpid()
+    with PidFd.from_pid(pid) as h:
+        for i in range(300):
+            go = threading.Event()
+            sent: list[float] = []
+
+            def send(go: threading.Event = go, sent: list[float] = sent, i: int = i) -> None:
+                go.wait()
+                # Spin 0-30 us so that the signal lands all around the start.
+                t0 = time.perf_counter()
+                while time.perf_counter() - t0 < (i % 31) * 1e-6:
+                    pass
+                sent.append(time.monotonic())
+                os.kill(me, signal.SIGUSR1)
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            try:
+                try:
+                    go.set()
+                    TIMED[name](h, 2.0)
+                    raise AssertionError("the wait returned on a running child")
+                finally:
+                    # The interrupt may also land here, before the wait began.
+                    sender.join()
+            except Interrupted:
+                late = time.monotonic() - sent[0]
+                assert late < PROMPT, f"round {i}: interrupted {late * 1000:.0f} ms late"
+        assert is_running(pid)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
