@@ -8,6 +8,7 @@ and reap what is left, even after Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -43,16 +44,12 @@ def kill_and_reap_all() -> None:
     """SIGKILL and reap every recorded child; tolerate ones already gone."""
     pids = list(LIVE)
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     for pid in pids:
-        try:
+        # ChildProcessError: a peer library (an asyncio watcher) reaped it.
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-        except ChildProcessError:
-            # Reaped by a peer library (e.g. an asyncio child watcher) already.
-            pass
         LIVE.pop(pid, None)
 
 

@@ -16,7 +16,6 @@ from typing import Callable
 
 import _util
 import psutil
-
 from pidfd import PidFd
 
 

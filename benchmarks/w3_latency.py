@@ -29,11 +29,11 @@ import anyio
 import psutil
 import trio
 import w2_fanin
-
 from pidfd import AsyncPidFd, PidFd
 
 CHILD = (
     "import os, time\n"
+    "{gate}"
     "time.sleep({delay})\n"
     "os.write(1, b'%d' % time.clock_gettime_ns(time.CLOCK_MONOTONIC))\n"
     "os._exit(0)\n"
@@ -42,7 +42,8 @@ INTERMEDIATE = (
     "import os, sys, time\n"
     "argv = [sys.executable, '-S', '-I', '-c', sys.argv[1]]\n"
     "pid = os.posix_spawn(sys.executable, argv, os.environ,\n"
-    "                     file_actions=[(os.POSIX_SPAWN_DUP2, 3, 1)])\n"
+    "                     file_actions=[(os.POSIX_SPAWN_DUP2, 3, 1),\n"
+    "                                   (os.POSIX_SPAWN_DUP2, 4, 0)])\n"
     "os.write(1, b'%d' % pid)\n"
     "os.close(1)\n"
     "os.waitpid(pid, 0)\n"
@@ -56,7 +57,7 @@ def _now() -> int:
 
 
 def _argv(delay: float = 0.005) -> list[str]:
-    return [sys.executable, "-S", "-I", "-c", CHILD.format(delay=delay)]
+    return [sys.executable, "-S", "-I", "-c", CHILD.format(gate="", delay=delay)]
 
 
 def _spawn_to(w: int) -> int:
@@ -153,12 +154,12 @@ def child_peers() -> dict[str, Peer]:
     }
     default = w2_fanin.DEFAULT_WATCHER
     use = w2_fanin._use_watcher
-    table["asyncio: " + w2_fanin.default_label()] = (
-        "asyncio", lambda: use(default), _asyncio_exec
-    )
+    table["asyncio: " + w2_fanin.default_label()] = ("asyncio", lambda: use(default), _asyncio_exec)
     if w2_fanin._watcher_api() and default is not asyncio.PidfdChildWatcher:
         table["asyncio: asyncio subprocess, PidfdChildWatcher"] = (
-            "asyncio", lambda: use(asyncio.PidfdChildWatcher), _asyncio_exec
+            "asyncio",
+            lambda: use(asyncio.PidfdChildWatcher),
+            _asyncio_exec,
         )
     table["asyncio: anyio.open_process"] = ("asyncio", lambda: use(default), _anyio_open)
     table["asyncio: floor"] = ("asyncio", None, _floor)
@@ -193,36 +194,47 @@ def _child_sample(peer: Peer) -> float:
 # --- non-child peers ----------------------------------------------------------
 
 
-def _nonchild_ours(pid: int) -> None:
+# Each opens its handle, then lets the grandchild go on, then waits.
+def _nonchild_ours(pid: int, go: Callable[[], None]) -> None:
     with PidFd.from_pid(pid) as handle:
+        go()
         handle.wait_exit()
 
 
-def _nonchild_psutil(pid: int) -> None:
-    psutil.Process(pid).wait()
+def _nonchild_psutil(pid: int, go: Callable[[], None]) -> None:
+    proc = psutil.Process(pid)
+    go()
+    proc.wait()
 
 
-NONCHILD: dict[str, Callable[[int], None]] = {
+NONCHILD: dict[str, Callable[[int, Callable[[], None]], None]] = {
     "non-child: ours PidFd.wait_exit": _nonchild_ours,
     "non-child: psutil.Process.wait": _nonchild_psutil,
 }
 
 
-def _nonchild_sample(fn: Callable[[int], None]) -> float:
+def _nonchild_sample(fn: Callable[[int, Callable[[], None]], None]) -> float:
     stamp_r, stamp_w = os.pipe()
     pid_r, pid_w = os.pipe()
-    inter = -1
-    grandchild = -1
+    # The grandchild blocks reading this pipe until our handle is open, so it
+    # cannot exit (and be reaped) before we look at it.
+    go_r, go_w = os.pipe()
     try:
-        argv = [sys.executable, "-S", "-I", "-c", INTERMEDIATE, CHILD.format(delay=0.05)]
+        child = CHILD.format(gate="os.read(0, 1)\n", delay=0.005)
+        argv = [sys.executable, "-S", "-I", "-c", INTERMEDIATE, child]
         inter = _util.spawn(
-            argv, [(os.POSIX_SPAWN_DUP2, stamp_w, 3), (os.POSIX_SPAWN_DUP2, pid_w, 1)]
+            argv,
+            [
+                (os.POSIX_SPAWN_DUP2, stamp_w, 3),
+                (os.POSIX_SPAWN_DUP2, pid_w, 1),
+                (os.POSIX_SPAWN_DUP2, go_r, 4),
+            ],
         )
         os.close(pid_w)
         pid_w = -1
         grandchild = int(os.read(pid_r, 64))
         _util.track(grandchild)
-        fn(grandchild)
+        fn(grandchild, lambda: os.write(go_w, b"g"))
         wake = _now()
         _util.reaped(grandchild)
         os.close(stamp_w)
@@ -231,7 +243,7 @@ def _nonchild_sample(fn: Callable[[int], None]) -> float:
         os.waitpid(inter, 0)
         _util.reaped(inter)
     finally:
-        for fd in (stamp_r, stamp_w, pid_r, pid_w):
+        for fd in (stamp_r, stamp_w, pid_r, pid_w, go_r, go_w):
             if fd >= 0:
                 os.close(fd)
     return (wake - stamp) / 1000.0

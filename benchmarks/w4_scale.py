@@ -15,7 +15,6 @@ import time
 
 import _util
 import anyio
-
 from pidfd import AsyncPidFd
 
 # A bound on how long a child could outlive a benchmark that was killed
@@ -73,8 +72,14 @@ def run(cfg: dict) -> dict:
         raise RuntimeError(f"RLIMIT_NOFILE allows only {limit} fds; lower --w4-n below {n}")
     try:
         warm: dict = {}
-        anyio.run(_hold_and_kill, holder, 20, {"fds": _util.fds(), "rss": _util.rss_kib()},
-                  warm, backend=backend)
+        anyio.run(
+            _hold_and_kill,
+            holder,
+            20,
+            {"fds": _util.fds(), "rss": _util.rss_kib()},
+            warm,
+            backend=backend,
+        )
         gc.collect()
         base = {"fds": _util.fds(), "rss": _util.rss_kib()}
         out: dict = {"n": n}
