@@ -454,6 +454,10 @@ def report(a: dict, meta: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
     )
     L.append(
+        f"Load average (1, 5, 15 min) before the run: {meta['loadavg_before']}, "
+        f"after: {meta['loadavg_after']}; run took {meta['seconds']} s."
+    )
+    L.append(
         "Figures: median (min-max) over repetitions; ratios are taken within one "
         "process and one repetition, then summarised."
     )
@@ -673,12 +677,14 @@ def main(argv: list[str] | None = None) -> int:
     meta["mode"] = "quick" if args.quick else "default"
     meta["sizes"] = sizes
     started = time.monotonic()
+    meta["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
     try:
         raw = collect(sizes)
     except KeyboardInterrupt:
         print("interrupted; every child has been killed and reaped", file=sys.stderr)
         return 130
     meta["seconds"] = round(time.monotonic() - started, 1)
+    meta["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     a = analyse(raw)
     text = report(a, meta)
     print(text)
