@@ -261,6 +261,28 @@ def _percentiles(values: list[float], chunks: int) -> dict[str, Any]:
     }
 
 
+# Peers compared in a target run back to back in every round, so that each
+# pair of samples sees the same machine load; the order inside a group and
+# of the groups changes every round.
+GROUPS = [
+    [
+        "blocking os.waitid",
+        "ours sync PidFd.wait",
+        "non-child: ours PidFd.wait_exit",
+        "non-child: psutil.Process.wait",
+    ],
+    ["asyncio: floor", "asyncio: ours AsyncPidFd.wait"],
+    ["trio: floor", "trio: ours AsyncPidFd.wait"],
+]
+
+
+def _order(names: list[str], rnd: int) -> list[str]:
+    grouped = {n for g in GROUPS for n in g}
+    slots: list[list[str]] = [_util.rotate(g, rnd) for g in GROUPS]
+    slots += [[n] for n in names if n not in grouped]
+    return [n for slot in _util.rotate(slots, rnd) for n in slot]
+
+
 def run(cfg: dict) -> dict:
     rounds, chunks = cfg["rounds"], cfg["chunks"]
     peers = child_peers()
@@ -273,7 +295,7 @@ def run(cfg: dict) -> dict:
             else:
                 _nonchild_sample(NONCHILD[name])
         for rnd in range(rounds):
-            for name in _util.rotate(names, rnd):
+            for name in _order(names, rnd):
                 if name in peers:
                     samples[name].append(_child_sample(peers[name]))
                 else:
@@ -284,4 +306,6 @@ def run(cfg: dict) -> dict:
         "unit": "us",
         "rounds": rounds,
         "peers": {n: _percentiles(samples[n], chunks) for n in names},
+        # In round order, so that samples of one round can be paired.
+        "samples": samples,
     }
