@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import signal
 import time
 
@@ -67,6 +68,12 @@ async def _hold_and_kill(holder, n: int, base: dict[str, int], out: dict) -> Non
 def run(cfg: dict) -> dict:
     backend, peer, n = cfg["backend"], cfg["peer"], cfg["n"]
     holder = PEERS[peer]
+    nproc, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    if nproc != resource.RLIM_INFINITY and nproc < n + 256:
+        raise RuntimeError(
+            f"RLIMIT_NPROC (ulimit -u) is {nproc}: too low for {n} children; "
+            f"raise it or pass a smaller --w4-n"
+        )
     limit = _util.raise_nofile(n + 256)
     if limit < n + 64:
         raise RuntimeError(f"RLIMIT_NOFILE allows only {limit} fds; lower --w4-n below {n}")
