@@ -117,7 +117,7 @@ async def test_cancel_while_awaiting_readability(style: str, children: Children)
         await ANYIO_STYLES[style](h)
         assert is_running(pid)
         assert open_fds() == fds
-        assert not h._lock.locked()
+        assert not h._busy
         await _reaps_after_kill(h, pid)
 
 
@@ -174,11 +174,11 @@ async def test_cancel_while_queued_for_the_lock(children: Children) -> None:
             await _blocked_on_lock(h)
             tg.start_soon(waiter, "b", b)
             await anyio.sleep(SETTLE)
-            assert h._lock.statistics().tasks_waiting == 1
+            assert h._idle.statistics().tasks_waiting == 1
             b.cancel()
             await anyio.sleep(SETTLE)
             assert b.cancelled_caught
-            assert h._lock.statistics().tasks_waiting == 0
+            assert h._idle.statistics().tasks_waiting == 0
             assert is_running(pid)
             h.kill()
         assert results["a"].status.signal == signal.SIGKILL
@@ -198,7 +198,7 @@ async def test_cancel_both_queued_and_holder_then_wait_again(children: Children)
             await anyio.sleep(SETTLE)
             tg.cancel_scope.cancel()
         assert open_fds() == fds
-        assert not h._lock.locked()
+        assert not h._busy
         await _reaps_after_kill(h, pid)
 
 

@@ -17,6 +17,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from pidfd._native import _REAP_GRACE, PidFd
 
@@ -56,9 +57,9 @@ class AsyncPidFd:
     """
 
     __slots__ = (
+        "_busy",
         "_guard",
-        "_lock",
-        "_lock_loop",
+        "_idle",
         "_loop",
         "_loop_thread",
         "_pidfd",
@@ -74,9 +75,11 @@ class AsyncPidFd:
         self._pidfd = pidfd
         # One task at a time awaits readability: anyio backends allow a single
         # waiter per fd and would raise BusyResourceError for a second one.
-        # Made by _lock_here(), one per event loop.
-        self._lock: anyio.Lock | None = None
-        self._lock_loop: Any = None
+        # A flag, not an anyio.Lock: a Lock per handle cost ~1.5 KiB (8 MiB
+        # for 5,000 handles) and a checkpoint per wait. The Event that queues
+        # a second waiter is made only when there is one.
+        self._busy = False
+        self._idle: anyio.Event | None = None
         self._waiting = False
         # Where the current waiter runs, so that close() from another thread
         # can have that loop drop the fd before it is closed. _guard makes
@@ -127,15 +130,18 @@ class AsyncPidFd:
         """The raw fd; readable once the process has exited."""
         return self._pidfd.fileno()
 
-    def _lock_here(self) -> anyio.Lock:
-        # An anyio lock belongs to the backend and loop that first used it: a
-        # handle awaited under trio.run and later under asyncio.run (or
-        # created in one loop, used in another) needs a fresh one.
-        loop = _running_loop()
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock = anyio.Lock()
-            self._lock_loop = loop
-        return self._lock
+    async def _queue(self) -> None:
+        """Wait until no other task is inside wait() / wait_exit()."""
+        while self._busy:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def _release(self) -> None:
+        self._busy = False
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            idle.set()
 
     async def _readable(self) -> None:
         with self._guard:
@@ -157,13 +163,22 @@ class AsyncPidFd:
         and the handle usable: a later ``wait()`` still returns the status.
         ``ChildProcessError`` at once for a process that is not our child.
         """
-        async with self._lock_here():
+        # A wait() that is already cancelled must not reap: raise before
+        # touching the child (a check, not a yield, so it stays cheap).
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._busy:
+            await self._queue()
+        # No await between the check and here: the handle is ours.
+        self._busy = True
+        try:
             while True:
                 info = self._pidfd.try_wait()
                 if info is not None:
                     return info
                 # Readable means exited; a spurious wake-up just loops.
                 await self._readable()
+        finally:
+            self._release()
 
     async def wait_exit(self) -> ExitStatus | None:
         """Wait for the process — child or not — to exit, without reaping it.
@@ -171,7 +186,11 @@ class AsyncPidFd:
         As :meth:`PidFd.wait_exit`: its ``ExitStatus`` where the kernel can
         tell, else ``None``.
         """
-        async with self._lock_here():
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._busy:
+            await self._queue()
+        self._busy = True
+        try:
             await self._readable()
             with anyio.move_on_after(_REAP_GRACE):
                 while True:
@@ -180,6 +199,8 @@ class AsyncPidFd:
                         return status
                     await anyio.sleep(_REAP_POLL)
             return None
+        finally:
+            self._release()
 
     def try_wait(self) -> ExitInfo | None:
         """Reap the child if it has exited; ``None`` while it runs."""
