@@ -350,8 +350,8 @@ impl PidFd {
                 child,
                 rusage: Rusage(rusage),
                 status: Exit(status),
-                siginfo_obj: PyOnceLock::new(),
-                rusage_obj: PyOnceLock::new(),
+                siginfo_obj: OnceLock::new(),
+                rusage_obj: OnceLock::new(),
             },
         )
     }
@@ -865,8 +865,28 @@ pub struct ExitInfo {
     child: ChildInfo,
     rusage: Rusage,
     status: Exit,
-    siginfo_obj: PyOnceLock<Py<PyAny>>,
-    rusage_obj: PyOnceLock<Py<PyAny>>,
+    // Built on first access. A plain OnceLock filled with `set` (not
+    // `PyOnceLock::get_or_init`, which detaches from the interpreter to wait
+    // and doubled the cost of a first read): a racing thread at worst builds
+    // a second copy and drops it.
+    siginfo_obj: OnceLock<Py<PyAny>>,
+    rusage_obj: OnceLock<Py<PyAny>>,
+}
+
+/// The value in `cell`, built by `make` on first use.
+fn cached(
+    py: Python<'_>,
+    cell: &OnceLock<Py<PyAny>>,
+    make: impl FnOnce() -> PyResult<Py<PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    if let Some(value) = cell.get() {
+        return Ok(value.clone_ref(py));
+    }
+    let value = make()?;
+    // `set` never runs Python code, so it cannot deadlock against a thread
+    // that holds the GIL; losing the race just drops our copy.
+    let _ = cell.set(value.clone_ref(py));
+    Ok(cell.get().map_or(value, |v| v.clone_ref(py)))
 }
 
 fn stdlib_type(
@@ -910,17 +930,14 @@ impl ExitInfo {
     #[getter]
     fn siginfo(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-        self.siginfo_obj
-            .get_or_try_init(py, || {
-                let c = self.child;
-                let ty = stdlib_type(py, &TYPE, "os", "waitid_result")?;
-                Ok::<_, PyErr>(
-                    ty.bind(py)
-                        .call1(((c.pid, c.uid, c.signo, c.status, c.code),))?
-                        .unbind(),
-                )
-            })
-            .map(|o| o.clone_ref(py))
+        cached(py, &self.siginfo_obj, || {
+            let c = self.child;
+            let ty = stdlib_type(py, &TYPE, "os", "waitid_result")?;
+            Ok(ty
+                .bind(py)
+                .call1(((c.pid, c.uid, c.signo, c.status, c.code),))?
+                .unbind())
+        })
     }
 
     /// Resource usage of the child and its waited-for descendants, as the
@@ -928,36 +945,34 @@ impl ExitInfo {
     #[getter]
     fn rusage(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-        self.rusage_obj
-            .get_or_try_init(py, || {
-                let r = self.rusage.0;
-                let ty = stdlib_type(py, &TYPE, "resource", "struct_rusage")?;
-                let mut fields = vec![
-                    timeval_secs(r.ru_utime).into_pyobject(py)?.into_any(),
-                    timeval_secs(r.ru_stime).into_pyobject(py)?.into_any(),
-                ];
-                for v in [
-                    r.ru_maxrss,
-                    r.ru_ixrss,
-                    r.ru_idrss,
-                    r.ru_isrss,
-                    r.ru_minflt,
-                    r.ru_majflt,
-                    r.ru_nswap,
-                    r.ru_inblock,
-                    r.ru_oublock,
-                    r.ru_msgsnd,
-                    r.ru_msgrcv,
-                    r.ru_nsignals,
-                    r.ru_nvcsw,
-                    r.ru_nivcsw,
-                ] {
-                    fields.push(v.into_pyobject(py)?.into_any());
-                }
-                let fields = PyTuple::new(py, fields)?;
-                Ok::<_, PyErr>(ty.bind(py).call1((fields,))?.unbind())
-            })
-            .map(|o| o.clone_ref(py))
+        cached(py, &self.rusage_obj, || {
+            let r = self.rusage.0;
+            let ty = stdlib_type(py, &TYPE, "resource", "struct_rusage")?;
+            let mut fields = vec![
+                timeval_secs(r.ru_utime).into_pyobject(py)?.into_any(),
+                timeval_secs(r.ru_stime).into_pyobject(py)?.into_any(),
+            ];
+            for v in [
+                r.ru_maxrss,
+                r.ru_ixrss,
+                r.ru_idrss,
+                r.ru_isrss,
+                r.ru_minflt,
+                r.ru_majflt,
+                r.ru_nswap,
+                r.ru_inblock,
+                r.ru_oublock,
+                r.ru_msgsnd,
+                r.ru_msgrcv,
+                r.ru_nsignals,
+                r.ru_nvcsw,
+                r.ru_nivcsw,
+            ] {
+                fields.push(v.into_pyobject(py)?.into_any());
+            }
+            let fields = PyTuple::new(py, fields)?;
+            Ok(ty.bind(py).call1((fields,))?.unbind())
+        })
     }
 
     fn __repr__(&self) -> String {
