@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,11 +18,9 @@ def _reap_quietly(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
     except ProcessLookupError:
         pass
-    try:
-        # ECHILD if the test reaped it through a pidfd: that is fine.
+    # ECHILD if the test reaped it through a pidfd: that is fine.
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(proc.pid, 0)
-    except ChildProcessError:
-        pass
     proc.returncode = proc.returncode if proc.returncode is not None else -9
 
 

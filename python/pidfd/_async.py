@@ -8,6 +8,7 @@ with no helper thread and no child watcher.
 
 from __future__ import annotations
 
+import contextlib
 import types
 from typing import TYPE_CHECKING
 
@@ -178,12 +179,10 @@ class AsyncPidFd:
         closed, possibly reused, fd number.
         """
         if self._waiting and not self._pidfd.closed:
-            try:
+            # Outside an event loop (e.g. from another thread) this raises
+            # RuntimeError: there is no loop-side waiter we can reach from here.
+            with contextlib.suppress(RuntimeError):
                 anyio.notify_closing(self._pidfd.fileno())
-            except RuntimeError:
-                # Not inside an event loop (e.g. from another thread): there
-                # is no loop-side waiter we can reach from here.
-                pass
         self._pidfd.close()
 
     def __enter__(self) -> AsyncPidFd:
