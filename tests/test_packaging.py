@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,13 @@ def test_version_matches_the_distribution_metadata() -> None:
 def test_imported_from_site_packages() -> None:
     # A wheel test that silently imported the source tree instead must fail.
     assert "site-packages" in PACKAGE_DIR.parts, PACKAGE_DIR
+
+
+@pytest.mark.skipif(
+    not sysconfig.get_config_var("Py_GIL_DISABLED"),
+    reason="needs a free-threaded CPython build (3.13t or later)",
+)
+def test_free_threaded_python_keeps_the_gil_off() -> None:
+    # CPython re-enables the GIL when it imports an extension that does not
+    # declare gil_used = false; pidfd._native is imported above.
+    assert not sys._is_gil_enabled()  # type: ignore[attr-defined]
