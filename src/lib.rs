@@ -139,6 +139,16 @@ fn kernel_version() -> (u32, u32) {
     })
 }
 
+/// Whether the kernel knows `PIDFD_THREAD` (Linux ≥ 6.9), asked by opening
+/// the calling thread with it: a thread that is certainly alive, so `EINVAL`
+/// can only mean an unknown flag.
+fn kernel_has_pidfd_thread() -> bool {
+    !matches!(
+        sys::pidfd_open(sys::gettid(), sys::PIDFD_THREAD),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL)
+    )
+}
+
 /// What `wait_exit()` can say about a process that has exited.
 enum ExitState {
     /// Final: the status, or `None` if the kernel will never tell it.
@@ -150,7 +160,10 @@ enum ExitState {
 
 /// How long `wait_exit()` gives a non-child's parent to reap it, so that
 /// `PIDFD_INFO_EXIT` can report the status, before answering `None`.
-const REAP_GRACE: Duration = Duration::from_millis(500);
+/// A parent normally reaps within microseconds, but on a loaded machine its
+/// wake-up can lag well past half a second, and answering `None` then would
+/// hide a status the kernel was about to report.
+const REAP_GRACE: Duration = Duration::from_secs(2);
 
 fn check_pid(pid: i64) -> PyResult<libc::pid_t> {
     if pid <= 0 {
@@ -257,9 +270,9 @@ impl PidFd {
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => {}
                     Some(libc::ECHILD) => return Err(self.no_child_error(fd)),
-                    Some(libc::EINVAL) if kernel_version() < (5, 4) => {
-                        return Err(needs_kernel("waitid(P_PIDFD)", "5.4"));
-                    }
+                    // Our idtype and options are all valid on any kernel
+                    // that knows P_PIDFD, so EINVAL means it does not.
+                    Some(libc::EINVAL) => return Err(needs_kernel("waitid(P_PIDFD)", "5.4")),
                     _ => return Err(from_io(&e, format_args!("waitid() on pid {}", self.pid))),
                 },
             }
@@ -383,20 +396,26 @@ impl PidFd {
                     ),
                 ),
                 Some(libc::ENOSYS) => needs_kernel("pidfd_open(2)", "5.3"),
-                Some(libc::EINVAL) if thread && kernel_version() < (6, 9) => {
+                Some(libc::EINVAL) if thread && !kernel_has_pidfd_thread() => {
                     needs_kernel("PidFd.from_pid(pid, thread=True) (PIDFD_THREAD)", "6.9")
                 }
                 Some(libc::ENOENT) if thread => os_error(
                     libc::ENOENT,
                     format!("{pid} is not a thread id visible to this process"),
                 ),
-                Some(libc::EINVAL) if !thread => os_error(
-                    libc::EINVAL,
-                    format!(
-                        "pid {pid} is a thread, not a process; pass its process id, or \
-                         thread=True for a handle on the thread"
+                // A thread that is not its group's leader: older kernels say
+                // EINVAL, recent ones (6.18 at least) ENOENT.
+                Some(errno @ (libc::EINVAL | libc::ENOENT)) if !thread => match sys::proc_tgid(pid)
+                {
+                    Some(tgid) if tgid != pid => os_error(
+                        errno,
+                        format!(
+                            "pid {pid} is a thread of process {tgid}, not a process; pass \
+                             {tgid}, or thread=True for a handle on the thread"
+                        ),
                     ),
-                ),
+                    _ => from_io(&e, format_args!("pidfd_open({pid})")),
+                },
                 _ => from_io(&e, format_args!("pidfd_open({pid})")),
             }),
         }
@@ -408,7 +427,14 @@ impl PidFd {
     #[staticmethod]
     fn from_fd(fd: &Bound<'_, PyAny>) -> PyResult<Self> {
         let raw = check_fd(extract_int(fd, "fd")?, "fd")?;
-        let pid = sys::fdinfo_pid(raw).map_err(|e| from_io(&e, format_args!("fd {raw}")))?;
+        let pid = sys::fdinfo_pid(raw).map_err(|e| match e.raw_os_error() {
+            // No /proc/self/fd entry: the number is not an open fd.
+            Some(libc::ENOENT) => os_error(libc::EBADF, format!("fd {raw} is not open")),
+            _ if e.kind() == std::io::ErrorKind::Unsupported => {
+                needs_kernel("PidFd.from_fd() (the pid in a pidfd's fdinfo)", "5.5")
+            }
+            _ => from_io(&e, format_args!("fd {raw}")),
+        })?;
         let pid = match pid {
             None => {
                 return Err(PyValueError::new_err(format!(
@@ -449,11 +475,14 @@ impl PidFd {
         };
         let raw = check_fd(raw, "sock")?;
         let fd = sys::peer_pidfd(raw).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOPROTOOPT) if kernel_version() < (6, 5) => {
+            // SOL_SOCKET options are handled by the core socket code for
+            // every family: an unknown option number means an older kernel.
+            // A socket without peer credentials (TCP, unconnected) is ENODATA.
+            Some(libc::ENOPROTOOPT) => {
                 needs_kernel("PidFd.from_socket_peer() (SO_PEERPIDFD)", "6.5")
             }
-            Some(libc::ENOPROTOOPT | libc::ENODATA) => os_error(
-                e.raw_os_error().unwrap_or(0),
+            Some(libc::ENODATA) => os_error(
+                libc::ENODATA,
                 format!("fd {raw} has no peer process: it must be a connected AF_UNIX socket"),
             ),
             Some(libc::ESRCH) => os_error(
@@ -464,12 +493,16 @@ impl PidFd {
         })?;
         let pid = match sys::fdinfo_pid(fd.as_raw_fd()) {
             Ok(Some(pid)) if pid > 0 => pid,
+            Ok(Some(-1)) => {
+                return Err(os_error(
+                    libc::ESRCH,
+                    format!("the peer of socket fd {raw} has already exited and been reaped"),
+                ));
+            }
             Ok(_) => {
                 return Err(os_error(
                     libc::ESRCH,
-                    format!(
-                        "the peer of socket fd {raw} has exited or is outside this pid namespace"
-                    ),
+                    format!("the peer of socket fd {raw} is outside this process's pid namespace"),
                 ));
             }
             Err(e) => return Err(from_io(&e, "reading the peer's pidfd")),
@@ -1073,6 +1106,8 @@ mod _native {
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
-        m.add("__version__", env!("CARGO_PKG_VERSION"))
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        // One grace period for every wait_exit(), sync, async and the CLI.
+        m.add("_REAP_GRACE", super::REAP_GRACE.as_secs_f64())
     }
 }

@@ -285,6 +285,14 @@ pub fn sigchld_ignored() -> bool {
     old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0
 }
 
+/// `pid_t gettid(void)`: the calling thread's id. See gettid(2).
+pub fn gettid() -> libc::pid_t {
+    // The raw system call: glibc gained a gettid() wrapper only in 2.30,
+    // newer than the manylinux baseline.
+    // SAFETY: gettid takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
+}
+
 /// `pid_t getpid(void)`. See getpid(2).
 pub fn getpid() -> libc::pid_t {
     // SAFETY: getpid has no arguments and cannot fail.
@@ -295,9 +303,10 @@ pub fn getpid() -> libc::pid_t {
 /// pidfd, else the pid it refers to in our pid namespace (`-1` once the
 /// process has been reaped, `0` if it lives in a namespace we cannot see).
 ///
-/// Pidfds are the only fds whose fdinfo carries a `Pid:` line and whose
-/// link reads `anon_inode:[pidfd]` (or `pidfd:[…]` on pidfs kernels that
-/// dropped the compatibility name).
+/// Pidfds are the only fds whose link reads `anon_inode:[pidfd]` (or
+/// `pidfd:[…]` on pidfs kernels that dropped the compatibility name); their
+/// fdinfo has carried a `Pid:` line since Linux 5.5. A pidfd without one
+/// fails with [`io::ErrorKind::Unsupported`].
 pub fn fdinfo_pid(raw: RawFd) -> io::Result<Option<i32>> {
     let link = std::fs::read_link(format!("/proc/self/fd/{raw}"))?;
     let link = link.to_string_lossy();
@@ -305,10 +314,11 @@ pub fn fdinfo_pid(raw: RawFd) -> io::Result<Option<i32>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))?;
-    Ok(text
-        .lines()
+    text.lines()
         .find_map(|line| line.strip_prefix("Pid:"))
-        .and_then(|v| v.trim().parse().ok()))
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no Pid: line in pidfd fdinfo"))
 }
 
 /// The kernel release, e.g. `"6.1.0-18-amd64"`, for error messages.
@@ -326,6 +336,18 @@ pub fn proc_ppid(pid: libc::pid_t) -> Option<libc::pid_t> {
     // after the last ')': state, then ppid.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The thread-group id of thread `tid` from `/proc/TID/status`, or `None`
+/// if it cannot be read. For error messages only: racy, like any `/proc` read.
+pub fn proc_tgid(tid: libc::pid_t) -> Option<libc::pid_t> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `fcntl(fd, F_GETFL)`: the file status flags (`O_EXCL` marks a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,11 @@ def expected_output(block: str) -> list[str]:
 @pytest.mark.skipif(not BLOCKS, reason="README.md not next to the tests (installed-wheel run)")
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_example(block: str, tmp_path: Path) -> None:
+    # A block that starts with "# Linux >= X.Y" needs that kernel.
+    needs = re.match(r"# Linux >= (\d+)\.(\d+)", block)
+    running = tuple(int(n) for n in re.findall(r"\d+", os.uname().release)[:2])
+    if needs and running < (int(needs[1]), int(needs[2])):
+        pytest.skip(f"needs Linux >= {needs[1]}.{needs[2]}")
     result = subprocess.run(
         [sys.executable, "-c", block],
         capture_output=True,

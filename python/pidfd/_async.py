@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from pidfd._native import PidFd
+from pidfd._native import _REAP_GRACE, PidFd
 
 if TYPE_CHECKING:
     import signal
@@ -24,9 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncPidFd"]
 
-# How long wait_exit() lets a non-child's parent reap it (so that the kernel
-# can report its status) before answering None; matches the sync side.
-_REAP_GRACE = 0.5
+# wait_exit() polls this often while a non-child's parent reaps it, for at
+# most _REAP_GRACE seconds (the same grace as the sync side).
 _REAP_POLL = 0.005
 
 

@@ -1,0 +1,803 @@
+"""The ``pidfd`` command: run a command or wait for any process, race-free.
+
+Three subcommands, each with ``--help``::
+
+    pidfd run [--timeout S] [--kill-after S] [--json] -- CMD [ARG...]
+    pidfd wait [--timeout S] [--count N] [--json] PID...
+    pidfd info [--json] PID
+
+``run`` is ``/usr/bin/time -v`` on a pidfd: the exit status and resource
+usage come from one ``waitid(P_PIDFD)``, and signals are forwarded with
+``pidfd_send_signal``, so nothing can hit a recycled pid. ``wait`` waits for
+processes that are not our children, like util-linux ``waitpid(1)``, and
+reports their exit status where the kernel can tell. The same entry point
+runs as ``python -m pidfd``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+
+from pidfd import PidFd, __version__, wait_any
+from pidfd._native import _REAP_GRACE
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from pidfd import ExitInfo, ExitStatus
+
+__all__ = ["main"]
+
+PROG = "pidfd"
+
+# Exit statuses of `pidfd run` itself, as env(1), nohup(1) and timeout(1)
+# use them, so that a script can tell them from the command's own.
+RUN_FAILED = 125
+RUN_NOT_EXECUTABLE = 126
+RUN_NOT_FOUND = 127
+
+# Exit statuses of `pidfd wait` (timeout 3 as util-linux waitpid(1) has it).
+WAIT_OK = 0
+WAIT_FAILED = 1
+WAIT_USAGE = 2
+WAIT_TIMEOUT = 3
+
+# Exit statuses of `pidfd info`.
+INFO_OK = 0
+INFO_FAILED = 1
+
+# Signals `pidfd run` passes on to the command. SIGQUIT too, so that
+# Ctrl-\ does not kill the wrapper before it can report.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+# si_code of a signal the kernel itself sent: for SIGINT/SIGQUIT that is the
+# terminal's line discipline, which signals the whole foreground process
+# group, so the command has had it already.
+SI_KERNEL = 0x80
+
+# The live status line is redrawn this often (seconds), and for `run` only
+# once the command has been running this long, so quick commands never see it.
+REFRESH = 1.0
+RUN_STATUS_DELAY = 1.0
+
+# How long `wait` gives an exited process's parent to reap it, so that the
+# kernel can report the status (as PidFd.wait_exit() does), and how often it
+# looks meanwhile. Many processes exiting at once share one grace period.
+REAP_GRACE = _REAP_GRACE
+REAP_POLL = 0.01
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a per-subcommand exit status for usage errors.
+
+    ``pidfd run`` must not answer a typo with 2, which the command itself
+    could have returned; it uses 125 as env(1) and timeout(1) do.
+    """
+
+    usage_status = 2
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(self.usage_status, f"{self.prog}: error: {message}\n")
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _pid(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a process id is a positive number, not {value}")
+    return value
+
+
+RUN_EPILOG = f"""\
+The report goes to stderr (with --json, one JSON object on stdout, after
+anything the command printed there). SIGINT, SIGTERM, SIGHUP and SIGQUIT
+sent to pidfd are passed on to the command; a Ctrl-C from the terminal
+reaches the command directly and is not sent twice.
+
+exit status:
+  N        the command exited with code N
+  128+N    the command was killed by signal N (as shells report it)
+  {RUN_FAILED}      pidfd run itself failed (bad usage, kernel without pidfd)
+  {RUN_NOT_EXECUTABLE}      the command was found but could not be executed
+  {RUN_NOT_FOUND}      the command was not found
+
+examples:
+  pidfd run -- python3 -c "print('hello')"
+  pidfd run --timeout 10 --kill-after 2 -- make test
+  pidfd run --json -- sort big.txt -o sorted.txt
+"""
+
+WAIT_EPILOG = f"""\
+Each process is reported on stdout as it exits. Nothing is reaped, so its
+parent still collects its status as usual; once the parent has done so,
+which normally happens at once, Linux >= 6.15 tells pidfd wait the status
+too. If the parent does not reap it within half a second, or the kernel is
+older, the status is reported as unknown: it is never guessed.
+
+exit status:
+  {WAIT_OK}  every process waited for (or --count of them) has exited; a PID
+     that does not exist is reported on stderr and not waited for
+  {WAIT_FAILED}  an unexpected error (e.g. a kernel without pidfd_open)
+  {WAIT_USAGE}  bad usage, or none of the PIDs names an existing process
+  {WAIT_TIMEOUT}  the --timeout expired first
+
+examples:
+  pidfd wait 1234 5678
+  pidfd wait --count 1 --timeout 60 $(pgrep -d' ' rsync)
+  pidfd wait --json 1234
+"""
+
+INFO_EPILOG = f"""\
+Fields the kernel does not report are shown as unknown (null in JSON).
+The exit status of a process that is not pidfd's child is known once its
+parent has reaped it, and then the process is gone: so for a zombie it
+shows as unknown.
+
+exit status:
+  {INFO_OK}  the information was printed
+  {INFO_FAILED}  no such process, or a kernel without PIDFD_GET_INFO (Linux < 6.13)
+  2  bad usage
+
+example:
+  pidfd info $$
+"""
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog=PROG,
+        description="Race-free process handles (pidfd) from the shell: run a command and "
+        "report how it ended, wait for any process, or inspect one.",
+        epilog="Run 'pidfd COMMAND --help' for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    run = sub.add_parser(
+        "run",
+        help="run a command, forward signals to it, report its exit and resource usage",
+        usage="%(prog)s [-h] [--timeout S] [--kill-after S] [--json]\n"
+        "                 [--progress | --no-progress] -- CMD [ARG...]",
+        description="Start CMD, wait for it on a pidfd and report how it ended (exit\n"
+        "code or signal, core dump) and its resource usage (CPU time, max RSS,\n"
+        "page faults, context switches), like /usr/bin/time -v.",
+        epilog=RUN_EPILOG,
+        formatter_class=fmt,
+    )
+    run.usage_status = RUN_FAILED
+    run.set_defaults(run_parser=run)
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="after S seconds send SIGTERM (then SIGKILL, see --kill-after)",
+    )
+    run.add_argument(
+        "--kill-after",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="with --timeout: send SIGKILL if the command is still running S seconds "
+        "after SIGTERM (default: %(default)s)",
+    )
+    run.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout instead of the report"
+    )
+    _add_progress(run)
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="the command")
+
+    wait = sub.add_parser(
+        "wait",
+        help="wait for any processes (children or not) to exit, without reaping them",
+        description="Wait for the processes PID... to exit, whoever their parent is,\n"
+        "and report each as it exits, like util-linux waitpid(1).",
+        epilog=WAIT_EPILOG,
+        formatter_class=fmt,
+    )
+    wait.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help=f"give up after S seconds (exit status {WAIT_TIMEOUT})",
+    )
+    wait.add_argument(
+        "--count",
+        type=_positive_int,
+        metavar="N",
+        help="return once N of the processes have exited (default: all)",
+    )
+    wait.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per line for each process as it exits",
+    )
+    _add_progress(wait)
+    wait.add_argument("pids", nargs="+", type=_pid, metavar="PID", help="process ids")
+
+    info = sub.add_parser(
+        "info",
+        help="show what the kernel reports about a process (PIDFD_GET_INFO)",
+        description="Show a process's ids, credentials, cgroup and, once it has exited,\n"
+        "its exit status, as PIDFD_GET_INFO reports them (Linux >= 6.13).",
+        epilog=INFO_EPILOG,
+        formatter_class=fmt,
+    )
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("pid", type=_pid, metavar="PID", help="process id")
+    return parser
+
+
+def _add_progress(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_const",
+        const=True,
+        help="always show the live status line on stderr",
+    )
+    group.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const=False,
+        help="never show it (default: only when stderr is a terminal)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pidfd`` command line with ``argv`` (default ``sys.argv[1:]``).
+
+    Returns the exit status instead of exiting, so it can be called from
+    Python; the console script passes it to ``sys.exit``. The report goes to
+    stderr, as from the command line::
+
+        >>> main(["run", "--", "sh", "-c", "exit 3"])
+        3
+    """
+    parser = _build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # Report it from the subcommand's parser: `run` has its own status.
+            culprit = args.run_parser if args.command == "run" else parser
+            culprit.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 1
+    out = _Output(sys.stderr, args.progress if "progress" in args else None)
+    try:
+        if args.command == "run":
+            return _run(args, out)
+        if args.command == "wait":
+            return _wait(args, out)
+        return _info(args)
+    except KeyboardInterrupt:
+        out.clear()
+        return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head -1`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return WAIT_FAILED if args.command != "run" else RUN_FAILED
+
+
+class _Output:
+    """The live status line on stderr, erased before anything else is printed."""
+
+    def __init__(self, stream: IO[str], enabled: bool | None) -> None:
+        self.stream = stream
+        if enabled is None:
+            try:
+                enabled = stream.isatty()
+            except (AttributeError, ValueError):
+                enabled = False
+        self.enabled = enabled
+        self.shown = False
+
+    def status(self, text: str) -> None:
+        if not self.enabled:
+            return
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            width = 0
+        # A terminal of unknown size (a fresh pty) says 0 columns.
+        width = width or 80
+        if len(text) >= width:
+            text = text[: max(width - 2, 1)] + "…"
+        # \r and "erase to end of line" rewrite the same line each time.
+        self.stream.write(f"\r\x1b[K{text}")
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+    def err(self, text: str) -> None:
+        """A message on stderr, e.g. a pid that does not exist."""
+        self.clear()
+        print(f"{PROG}: {text}", file=self.stream, flush=True)
+
+    def out(self, text: str) -> None:
+        """A result on stdout, which may be the same terminal as stderr."""
+        self.clear()
+        print(text, flush=True)
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        if signal.SIGRTMIN <= sig <= signal.SIGRTMAX:
+            return f"SIGRTMIN+{sig - signal.SIGRTMIN}"
+        return f"signal {sig}"
+
+
+def _describe(status: ExitStatus | None) -> str:
+    if status is None:
+        return "exited, status unknown"
+    if status.code is not None:
+        return f"exited with code {status.code}"
+    assert status.signal is not None
+    core = ", core dumped" if status.core_dumped else ""
+    return f"killed by signal {status.signal} ({_signal_name(status.signal)}){core}"
+
+
+def _status_json(status: ExitStatus | None) -> dict[str, Any]:
+    if status is None:
+        return {
+            "status_known": False,
+            "exit_code": None,
+            "signal": None,
+            "signal_name": None,
+            "core_dumped": None,
+        }
+    return {
+        "status_known": True,
+        "exit_code": status.code,
+        "signal": status.signal,
+        "signal_name": None if status.signal is None else _signal_name(status.signal),
+        "core_dumped": status.core_dumped,
+    }
+
+
+def _shell_status(status: ExitStatus) -> int:
+    """The exit status a shell would report: the code, or 128 + signal."""
+    if status.code is not None:
+        return int(status.code)
+    return 128 + int(status.signal or 0)
+
+
+def _elapsed(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s"
+
+
+# --------------------------------------------------------------------- run
+
+
+def _run(args: argparse.Namespace, out: _Output) -> int:
+    cmd: list[str] = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        args.run_parser.error("no command given: pidfd run [OPTIONS] -- CMD [ARG...]")
+
+    # Signals we forward, plus SIGCHLD to learn that the command exited, are
+    # blocked and taken with sigtimedwait(): one wait for "child exited,
+    # a signal came, or it is time to act", with the siginfo that tells a
+    # terminal's Ctrl-C (which the command got too) from a kill(1).
+    # Signals our own parent set to SIG_IGN (nohup, `&` in a script) stay
+    # ignored, here and in the command.
+    forwarded = {s for s in FORWARDED if signal.getsignal(s) != signal.SIG_IGN}
+    # A SIGCHLD inherited as SIG_IGN would make the kernel discard the
+    # command's status; waiting needs the default.
+    old_sigchld = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    watched = forwarded | {signal.SIGCHLD}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    try:
+        return _run_blocked(args, cmd, out, forwarded, watched, old_mask)
+    finally:
+        # A signal that came after the command ended was meant for it: drop
+        # it rather than let it kill us on unblocking and lose the status.
+        while signal.sigtimedwait(watched, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signal.signal(signal.SIGCHLD, old_sigchld)
+
+
+def _run_blocked(
+    args: argparse.Namespace,
+    cmd: list[str],
+    out: _Output,
+    forwarded: set[signal.Signals],
+    watched: set[signal.Signals],
+    old_mask: Iterable[int],
+) -> int:
+    started = time.monotonic()
+    try:
+        pid = os.posix_spawnp(
+            cmd[0],
+            cmd,
+            os.environ,
+            # The command starts with our caller's signal mask, not the one
+            # blocked here, and with the signals Python ignores for itself
+            # back to default, as subprocess does.
+            setsigmask=old_mask,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+        )
+    except OSError as exc:
+        out.err(f"{cmd[0]}: {exc.strerror or exc}")
+        if exc.errno == errno.ENOENT:
+            return RUN_NOT_FOUND
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
+            return RUN_NOT_EXECUTABLE
+        return RUN_FAILED
+
+    # The child is not reaped until we wait for it, so its pid cannot have
+    # been reused yet: opening the handle now is race-free.
+    try:
+        handle = PidFd.from_pid(pid)
+    except OSError as exc:
+        out.err(f"cannot open a pidfd on the command (pid {pid}): {exc}")
+        # Still our unreaped child, so the pid is safe to use here.
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return RUN_FAILED
+
+    with handle:
+        info, events = _supervise(handle, cmd, args, out, forwarded, watched, started)
+    elapsed = time.monotonic() - started
+    out.clear()
+    report = _run_report(cmd, info, elapsed, events)
+    if args.json:
+        print(json.dumps(report), flush=True)
+    else:
+        _print_run_report(report, sys.stderr)
+    return _shell_status(info.status)
+
+
+def _supervise(
+    handle: PidFd,
+    cmd: list[str],
+    args: argparse.Namespace,
+    out: _Output,
+    forwarded: set[signal.Signals],
+    watched: set[signal.Signals],
+    started: float,
+) -> tuple[ExitInfo, dict[str, Any]]:
+    """Wait for the command, forwarding signals and enforcing --timeout."""
+    events: dict[str, Any] = {"timed_out": False, "sigkill_sent": False, "forwarded": []}
+    timeout: float | None = args.timeout
+    kill_after: float = args.kill_after
+    term_at: float | None = None
+    own_pgrp = os.getpgrp()
+    label = shlex.join(cmd)
+    while True:
+        info = handle.try_wait()
+        if info is not None:
+            return info, events
+        now = time.monotonic()
+        if timeout is not None and term_at is None and now - started >= timeout:
+            term_at = now
+            events["timed_out"] = True
+            _send(handle, signal.SIGTERM)
+        if term_at is not None and not events["sigkill_sent"] and now - term_at >= kill_after:
+            events["sigkill_sent"] = True
+            _send(handle, signal.SIGKILL)
+
+        wake: list[float] = []
+        if timeout is not None and term_at is None:
+            wake.append(started + timeout)
+        elif term_at is not None and not events["sigkill_sent"]:
+            wake.append(term_at + kill_after)
+        if out.enabled:
+            elapsed = now - started
+            if elapsed >= RUN_STATUS_DELAY:
+                out.status(_run_status(handle.pid, label, elapsed, timeout, term_at))
+            wake.append(now + REFRESH - (elapsed % REFRESH))
+        if wake:
+            siginfo = signal.sigtimedwait(watched, max(0.0, min(wake) - now))
+        else:
+            siginfo = signal.sigwaitinfo(watched)
+        if siginfo is None or siginfo.si_signo not in forwarded:
+            continue  # time to act, or SIGCHLD: look again
+        sig = signal.Signals(siginfo.si_signo)
+        from_terminal = siginfo.si_code == SI_KERNEL and sig in (signal.SIGINT, signal.SIGQUIT)
+        if from_terminal and _same_pgrp(handle.pid, own_pgrp):
+            # The terminal signalled its whole foreground group, command
+            # included; sending it again would deliver it twice.
+            events["forwarded"].append({"signal": sig.name, "sent": False})
+            continue
+        _send(handle, sig)
+        events["forwarded"].append({"signal": sig.name, "sent": True})
+
+
+def _same_pgrp(pid: int, pgrp: int) -> bool:
+    try:
+        # Safe on a pid number: our child is not reaped yet.
+        return os.getpgid(pid) == pgrp
+    except ProcessLookupError:
+        return True
+
+
+def _send(handle: PidFd, sig: int) -> None:
+    # ProcessLookupError: it exited meanwhile; the next try_wait() reaps it.
+    with contextlib.suppress(ProcessLookupError):
+        handle.send_signal(sig)
+
+
+def _run_status(
+    pid: int, label: str, elapsed: float, timeout: float | None, term_at: float | None
+) -> str:
+    if term_at is not None:
+        return f"{PROG}: {_elapsed(elapsed)} timed out, SIGTERM sent to pid {pid}: {label}"
+    text = f"{PROG}: {_elapsed(elapsed)} running pid {pid}: {label}"
+    if timeout is not None:
+        text += f" (timeout in {_elapsed(max(0.0, timeout - elapsed))})"
+    return text
+
+
+def _run_report(
+    cmd: list[str], info: ExitInfo, elapsed: float, events: dict[str, Any]
+) -> dict[str, Any]:
+    status = info.status
+    ru = info.rusage
+    report: dict[str, Any] = {
+        "command": cmd,
+        "pid": info.pid,
+        **_status_json(status),
+        "returncode": status.returncode,
+        "exit_status": _shell_status(status),
+        "timed_out": events["timed_out"],
+        "sigkill_sent": events["sigkill_sent"],
+        "signals_received": events["forwarded"],
+        "elapsed_s": round(elapsed, 6),
+        "rusage": {
+            "user_cpu_s": ru.ru_utime,
+            "system_cpu_s": ru.ru_stime,
+            "max_rss_kib": ru.ru_maxrss,
+            "minor_faults": ru.ru_minflt,
+            "major_faults": ru.ru_majflt,
+            "voluntary_context_switches": ru.ru_nvcsw,
+            "involuntary_context_switches": ru.ru_nivcsw,
+            "block_input_ops": ru.ru_inblock,
+            "block_output_ops": ru.ru_oublock,
+        },
+    }
+    del report["status_known"]  # always known for our own child
+    return report
+
+
+def _print_run_report(r: dict[str, Any], stream: IO[str]) -> None:
+    ru = r["rusage"]
+    if r["exit_code"] is not None:
+        how = f"exited with code {r['exit_code']}"
+    else:
+        core = ", core dumped" if r["core_dumped"] else ""
+        how = f"killed by signal {r['signal']} ({r['signal_name']}){core}"
+    lines = [f"{PROG}: command {how}"]
+    if r["timed_out"]:
+        kill = ", then SIGKILL" if r["sigkill_sent"] else ""
+        lines.append(f"  timed out:                 SIGTERM sent{kill}")
+    for event in r["signals_received"]:
+        what = "forwarded" if event["sent"] else "from the terminal, not forwarded"
+        lines.append(f"  signal received:           {event['signal']} ({what})")
+    lines += [
+        f"  command:                   {shlex.join(r['command'])}",
+        f"  pid:                       {r['pid']}",
+        f"  elapsed (wall clock):      {r['elapsed_s']:.3f} s",
+        f"  user CPU time:             {ru['user_cpu_s']:.3f} s",
+        f"  system CPU time:           {ru['system_cpu_s']:.3f} s",
+        f"  max resident set size:     {ru['max_rss_kib']} KiB",
+        f"  page faults (minor/major): {ru['minor_faults']} / {ru['major_faults']}",
+        "  context switches:          "
+        f"{ru['voluntary_context_switches']} voluntary / "
+        f"{ru['involuntary_context_switches']} involuntary",
+        f"  block I/O (in/out):        {ru['block_input_ops']} / {ru['block_output_ops']}",
+        f"  exit status:               {r['exit_status']}",
+    ]
+    stream.write("\n".join(lines) + "\n")
+    stream.flush()
+
+
+# -------------------------------------------------------------------- wait
+
+
+def _wait(args: argparse.Namespace, out: _Output) -> int:
+    started = time.monotonic()
+    handles: list[PidFd] = []
+    seen: set[int] = set()
+    me = os.getpid()
+    try:
+        for pid in args.pids:
+            if pid in seen:
+                continue
+            seen.add(pid)
+            if pid == me:
+                out.err(f"pid {pid} is this pidfd process itself; not waiting for it")
+                continue
+            try:
+                handles.append(PidFd.from_pid(pid))
+            except ProcessLookupError:
+                out.err(f"pid {pid}: no such process")
+            except OSError as exc:
+                if exc.errno == errno.ENOSYS:
+                    out.err(str(exc))
+                    return WAIT_FAILED
+                out.err(f"pid {pid}: {exc}")
+        if not handles:
+            out.err("none of the given PIDs names an existing process; nothing to wait for")
+            return WAIT_USAGE
+        want = len(handles)
+        if args.count is not None:
+            if args.count > want:
+                out.err(f"only {want} of the processes exist; waiting for those, not {args.count}")
+            want = min(args.count, want)
+        return _wait_loop(handles, want, args, out, started)
+    finally:
+        for h in handles:
+            h.close()
+
+
+def _wait_loop(
+    handles: list[PidFd], want: int, args: argparse.Namespace, out: _Output, started: float
+) -> int:
+    running = list(handles)
+    # Exited, status not settled yet: (handle, when it was seen to exit).
+    pending: list[tuple[PidFd, float]] = []
+    reported = 0
+    deadline = None if args.timeout is None else started + args.timeout
+
+    def report(handle: PidFd, status: ExitStatus | None) -> None:
+        elapsed = time.monotonic() - started
+        if args.json:
+            record = {"pid": handle.pid, **_status_json(status), "elapsed_s": round(elapsed, 6)}
+            out.out(json.dumps(record))
+        else:
+            out.out(f"pid {handle.pid} {_describe(status)}")
+
+    def settle(now: float, force: bool) -> int:
+        """Report the exited processes whose status is settled (or overdue)."""
+        count = 0
+        for entry in list(pending):
+            handle, since = entry
+            # A child's status, or a non-child's once its parent has reaped
+            # it (Linux >= 6.15), is final at once; otherwise give the parent
+            # REAP_GRACE to reap, then say "unknown" rather than guess.
+            settled, status = handle._exit_status_now()
+            if settled or force or now - since >= REAP_GRACE:
+                pending.remove(entry)
+                report(handle, status)
+                count += 1
+                if reported + count >= want:
+                    break
+        return count
+
+    while True:
+        now = time.monotonic()
+        reported += settle(now, force=False)
+        if reported >= want:
+            break
+        if deadline is not None and now >= deadline:
+            # Those already seen to exit count; the rest timed out.
+            reported += settle(now, force=True)
+            if reported >= want:
+                break
+            pids = " ".join(str(h.pid) for h in running)
+            out.err(f"timed out after {args.timeout:g} s; still running: {pids}")
+            return WAIT_TIMEOUT
+        step = None if deadline is None else deadline - now
+        if out.enabled:
+            pids = " ".join(str(h.pid) for h in running)
+            out.status(
+                f"{PROG}: {_elapsed(now - started)} waiting for {len(running)} "
+                f"of {len(handles)}: {pids}"
+            )
+            step = REFRESH if step is None else min(REFRESH, step)
+        if pending:
+            step = REAP_POLL if step is None else min(REAP_POLL, step)
+        if not running:
+            time.sleep(step or 0.0)
+            continue
+        try:
+            exited = wait_any(running, timeout=step)
+        except TimeoutError:
+            continue
+        seen = time.monotonic()
+        for handle in exited:
+            running.remove(handle)
+            pending.append((handle, seen))
+    out.clear()
+    return WAIT_OK
+
+
+# -------------------------------------------------------------------- info
+
+
+def _info(args: argparse.Namespace) -> int:
+    try:
+        with PidFd.from_pid(args.pid) as handle:
+            info = handle.info()
+            alive = handle.is_alive()
+    except ProcessLookupError:
+        print(f"{PROG}: pid {args.pid}: no such process", file=sys.stderr)
+        return INFO_FAILED
+    except OSError as exc:
+        # ENOSYS carries the kernel version needed in its message.
+        print(f"{PROG}: pid {args.pid}: {exc.strerror or exc}", file=sys.stderr)
+        return INFO_FAILED
+    ids = ("pid", "tgid", "ppid")
+    uids = ("ruid", "euid", "suid", "fsuid")
+    gids = ("rgid", "egid", "sgid", "fsgid")
+    fields = (*ids, *uids, *gids, "cgroupid")
+    data: dict[str, Any] = {name: getattr(info, name) for name in fields}
+    data["alive"] = alive
+    status = info.exit_status
+    data["exit"] = None if status is None else _status_json(status)
+    if args.json:
+        print(json.dumps(data))
+        return INFO_OK
+
+    def show(value: object) -> str:
+        return "unknown" if value is None else str(value)
+
+    state = "running" if alive else _describe(status)
+    rows = [
+        ("pid", show(info.pid)),
+        ("state", state),
+        ("thread group id", show(info.tgid)),
+        ("parent pid", show(info.ppid)),
+        ("uid (real/eff/saved/fs)", "/".join(show(getattr(info, f)) for f in uids)),
+        ("gid (real/eff/saved/fs)", "/".join(show(getattr(info, f)) for f in gids)),
+        ("cgroup id", show(info.cgroupid)),
+    ]
+    for key, value in rows:
+        print(f"{key + ':':25} {value}")
+    return INFO_OK

@@ -1,0 +1,597 @@
+"""End-to-end tests of the ``pidfd`` command, through a real subprocess of it.
+
+The command under test is the console script installed next to this
+interpreter (the venv's), else ``python -m pidfd``. Children that must stay
+alive until the test is ready block on a pipe instead of sleeping, so no
+test depends on timing except the ``--timeout`` cases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_script = Path(sys.executable).with_name("pidfd")
+PIDFD = [str(_script)] if _script.exists() else [sys.executable, "-m", "pidfd"]
+
+# Generous: a loaded CI machine can take a while to start Python.
+LIMIT = 20.0
+
+
+def cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``pidfd ARGS`` to completion; capture stdout and stderr as text."""
+    return subprocess.run(
+        [*PIDFD, *args], capture_output=True, text=True, timeout=LIMIT, check=False, **kwargs
+    )
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+@contextlib.contextmanager
+def started(argv: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """Popen that is always killed and reaped, its pipes closed, even on failure."""
+    with subprocess.Popen(argv, **kwargs) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def read_until(fd: int, needle: bytes, timeout: float = LIMIT) -> bytes:
+    """Read from ``fd`` until ``needle`` shows up; fail on EOF or timeout."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while needle not in data:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out waiting for {needle!r}; got {data!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the pty's other side is closed
+                chunk = b""
+            assert chunk, f"EOF before {needle!r}; got {data!r}"
+            data += chunk
+    return data
+
+
+def read_all(fd: int, timeout: float = LIMIT) -> bytes:
+    """Read ``fd`` to EOF (or EIO, for a pty whose slave side has closed)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out reading; got {data!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+
+def last_json(stdout: str) -> dict[str, Any]:
+    """The JSON report: the last line (the command's own output comes first)."""
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return result
+
+
+def kernel_at_least(major: int, minor: int) -> bool:
+    release = os.uname().release.split("-")[0].split(".")
+    return (int(release[0]), int(release[1])) >= (major, minor)
+
+
+def missing_pid() -> int:
+    """A pid that cannot exist: pids are always below kernel.pid_max."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text())
+
+
+# A child that waits until its stdin closes, then exits with the code given.
+BLOCKED = "import sys; sys.stdin.read(); sys.exit({code})"
+
+
+# ---------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("sub", [[], ["run"], ["wait"], ["info"]])
+def test_help(sub: list[str]) -> None:
+    result = cli(*sub, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: pidfd")
+    if sub:
+        assert "exit status:" in result.stdout
+
+
+def test_python_dash_m_runs_the_same_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pidfd", "run", "--", sys.executable, "-c", "raise SystemExit(4)"],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        check=False,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "exited with code 4" in result.stderr
+
+
+# ----------------------------------------------------------------- run
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_run_exit_code(code: int) -> None:
+    result = cli("run", "--", *py(f"print('out'); raise SystemExit({code})"))
+    assert result.returncode == code, result.stderr
+    assert result.stdout == "out\n"  # stdout is the command's alone
+    assert f"command exited with code {code}" in result.stderr
+    assert "max resident set size" in result.stderr
+    assert "\x1b[" not in result.stderr  # no status line without a terminal
+
+
+def test_run_killed_by_signal_exits_128_plus_n() -> None:
+    result = cli("run", "--", *py("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
+    assert result.returncode == 128 + signal.SIGKILL, result.stderr
+    assert "killed by signal 9 (SIGKILL)" in result.stderr
+
+
+def test_run_json_parses_back() -> None:
+    result = cli("run", "--json", "--", *py("print('hello'); raise SystemExit(5)"))
+    assert result.returncode == 5, result.stderr
+    assert result.stdout.splitlines()[0] == "hello"
+    report = last_json(result.stdout)
+    assert report["exit_code"] == 5
+    assert report["signal"] is None
+    assert report["returncode"] == 5
+    assert report["exit_status"] == 5
+    assert report["command"][0] == sys.executable
+    assert report["pid"] > 0
+    assert report["timed_out"] is False
+    ru = report["rusage"]
+    assert ru["max_rss_kib"] > 0
+    assert ru["user_cpu_s"] + ru["system_cpu_s"] > 0
+    assert ru["minor_faults"] > 0
+    assert result.stderr == ""  # the JSON replaces the text report
+
+
+def test_run_json_for_a_signal() -> None:
+    result = cli("run", "--json", "--", *py("import os; os.kill(os.getpid(), 15)"))
+    report = last_json(result.stdout)
+    assert result.returncode == 143
+    assert (report["exit_code"], report["signal"], report["signal_name"]) == (None, 15, "SIGTERM")
+    assert report["returncode"] == -15
+
+
+def test_run_command_not_found_is_127() -> None:
+    result = cli("run", "--", "pidfd-test-no-such-command-here")
+    assert result.returncode == 127
+    assert "pidfd-test-no-such-command-here" in result.stderr
+    assert "No such file" in result.stderr
+
+
+def test_run_not_executable_is_126(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)
+    result = cli("run", "--", str(script))
+    assert result.returncode == 126
+    assert "Permission denied" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--json"], "no command given"),
+        (["--bogus", "--", "true"], "unrecognized arguments: --bogus"),
+        (["--timeout", "soon", "--", "true"], "not a number of seconds"),
+    ],
+)
+def test_run_usage_error_is_125(args: list[str], message: str) -> None:
+    # Not 2, which the command itself could have returned.
+    result = cli("run", *args)
+    assert result.returncode == 125
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_run_forwards_signals(sig: signal.Signals) -> None:
+    # The child says it got the signal, then dies from it.
+    child = py(
+        f"""
+        import os, signal, sys, time
+        def got(signo, frame):
+            print("child got", signal.Signals(signo).name, flush=True)
+            signal.signal(signo, signal.SIG_DFL)
+            os.kill(os.getpid(), signo)
+        signal.signal({int(sig)}, got)
+        print("ready", flush=True)
+        time.sleep(15)
+        sys.exit(99)
+        """
+    )
+    with started(
+        [*PIDFD, "run", "--json", "--", *child], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        read_until(proc.stdout.fileno(), b"ready\n")
+        os.kill(proc.pid, sig)
+        out, err = proc.communicate(timeout=LIMIT)
+    text = out.decode()
+    assert f"child got {sig.name}\n" in text, err
+    assert proc.returncode == 128 + sig, err
+    report = last_json(text)
+    assert report["signal"] == sig
+    assert report["signals_received"] == [{"signal": sig.name, "sent": True}]
+
+
+def test_terminal_ctrl_c_reaches_the_command_once() -> None:
+    # pidfd runs with a pty as its controlling terminal; ^C makes the
+    # terminal signal the whole foreground group, so pidfd must not send a
+    # second SIGINT. The child exits with the number of SIGINTs it got.
+    child = py(
+        """
+        import signal, sys, time
+        got = []
+        signal.signal(signal.SIGINT, lambda *a: got.append(1))
+        print("ready", flush=True)
+        deadline = time.monotonic() + 15
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # room for a second, forwarded copy to arrive
+        sys.exit(len(got))
+        """
+    )
+    # Become a session leader with the pty as controlling terminal, then
+    # exec pidfd; the session's group is the terminal's foreground group.
+    setup = (
+        "import fcntl, os, sys, termios; os.setsid(); "
+        "fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    argv = [*PIDFD, "run", "--json", "--no-progress", "--", *child]
+    master, slave = pty.openpty()
+    try:
+        with started(
+            [sys.executable, "-c", setup, *argv],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+        ) as proc:
+            os.close(slave)
+            slave = -1
+            assert proc.stdout is not None
+            read_until(proc.stdout.fileno(), b"ready\n")
+            os.write(master, b"\x03")  # ^C
+            out, _ = proc.communicate(timeout=LIMIT)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    report = last_json(out.decode())
+    assert report["exit_code"] == 1, report  # 2 would mean it was sent twice
+    assert report["signals_received"] == [{"signal": "SIGINT", "sent": False}]
+
+
+@pytest.mark.parametrize("ignore_term", [False, True], ids=["obeys-term", "ignores-term"])
+def test_run_timeout_then_kill_after(ignore_term: bool) -> None:
+    # `exec` so that the signals reach sleep itself, and nothing outlives it.
+    trap = 'trap "" TERM; ' if ignore_term else ""
+    started_at = time.monotonic()
+    result = cli(
+        "run", "--json", "--timeout", "0.5", "--kill-after", "0.5", "--",
+        "sh", "-c", f"{trap}exec sleep 15",
+    )  # fmt: skip
+    elapsed = time.monotonic() - started_at
+    report = last_json(result.stdout)
+    assert report["timed_out"] is True
+    if ignore_term:
+        assert result.returncode == 128 + signal.SIGKILL
+        assert report["signal_name"] == "SIGKILL"
+        assert report["sigkill_sent"] is True
+    else:
+        assert result.returncode == 128 + signal.SIGTERM
+        assert report["signal_name"] == "SIGTERM"
+        assert report["sigkill_sent"] is False
+    assert elapsed < 10  # not the 15 s sleep
+
+
+def test_run_text_report_mentions_timeout() -> None:
+    result = cli("run", "--timeout", "0.2", "--", "sleep", "15")
+    assert result.returncode == 128 + signal.SIGTERM
+    assert "timed out" in result.stderr
+    assert "SIGTERM" in result.stderr
+
+
+WORKLOAD = """
+import time
+block = b"x" * (80 << 20)      # 80 MiB, every page written
+start = time.process_time()
+while time.process_time() - start < 0.3:
+    pass
+"""
+
+WAIT4 = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, "-c", sys.argv[1]])
+_, status, ru = os.wait4(pid, 0)
+print(json.dumps({"status": status, "utime": ru.ru_utime, "maxrss": ru.ru_maxrss}))
+"""
+
+
+def test_run_rusage_matches_wait4() -> None:
+    # Same workload under `pidfd run` and under fork/exec/wait4 in a fresh,
+    # equally small Python parent (a child's max RSS starts at its parent's,
+    # so the parent must not be this big test process). A units check, not a
+    # benchmark: RSS within 20 %, user CPU of the same order.
+    result = cli("run", "--json", "--", sys.executable, "-c", WORKLOAD)
+    assert result.returncode == 0, result.stderr
+    ours = last_json(result.stdout)["rusage"]
+    direct = subprocess.run(
+        [sys.executable, "-c", WAIT4, WORKLOAD],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        check=True,
+    )
+    ref = json.loads(direct.stdout)
+    assert ref["status"] == 0
+    assert ref["maxrss"] > 80 << 10  # KiB: the workload really ran
+    assert 0.8 < ours["max_rss_kib"] / ref["maxrss"] < 1.2, (ours, ref)
+    assert 0.5 < ours["user_cpu_s"] / ref["utime"] < 2.0, (ours, ref)
+
+
+def test_run_status_line_on_a_terminal() -> None:
+    master, slave = pty.openpty()
+    try:
+        with started(
+            [*PIDFD, "run", "--", *py("import time; time.sleep(1.6)")],
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+        ) as proc:
+            os.close(slave)
+            slave = -1
+            shown = read_until(master, b"running pid")
+            rest = read_all(master)
+            assert proc.wait(timeout=LIMIT) == 0
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    text = (shown + rest).decode()
+    # The live line is erased before the report, which follows it.
+    status_at = text.index("running pid")
+    erase_at = text.index("\r\x1b[K", status_at)
+    assert text.index("command exited with code 0") > erase_at
+
+
+# ---------------------------------------------------------------- wait
+
+
+def test_wait_non_children_reports_their_status() -> None:
+    # The test is the parent; pidfd wait is not, so it can only watch. It
+    # reports the status once the parent (this test) reaps, where the kernel
+    # can tell (PIDFD_INFO_EXIT, Linux >= 6.15), else "unknown".
+    kw: dict[str, Any] = {"stdin": subprocess.PIPE}
+    with (
+        started(py(BLOCKED.format(code=7)), **kw) as a,
+        started(py(BLOCKED.format(code=0)), **kw) as b,
+        started(
+            [*PIDFD, "wait", "--json", "--progress", str(a.pid), str(b.pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as waiter,
+    ):
+        assert waiter.stdout is not None and waiter.stderr is not None
+        # --progress draws the status line once both handles are open.
+        read_until(waiter.stderr.fileno(), b"waiting for 2 of 2")
+        assert a.stdin is not None and b.stdin is not None
+        a.stdin.close()
+        assert a.wait(timeout=LIMIT) == 7
+        b.kill()
+        assert b.wait(timeout=LIMIT) == -signal.SIGKILL
+        out, err = waiter.communicate(timeout=LIMIT)
+    assert waiter.returncode == 0, err
+    records = {r["pid"]: r for r in map(json.loads, out.decode().splitlines())}
+    assert set(records) == {a.pid, b.pid}
+    if kernel_at_least(6, 15):
+        assert records[a.pid]["exit_code"] == 7
+        assert records[b.pid]["signal"] == signal.SIGKILL
+        assert records[b.pid]["signal_name"] == "SIGKILL"
+    else:
+        # Never a made-up status where the kernel cannot tell.
+        assert not records[a.pid]["status_known"]
+        assert records[a.pid]["exit_code"] is None
+
+
+def test_wait_never_invents_a_status() -> None:
+    # The parent (this test) does not reap its exited child while pidfd
+    # waits: the kernel cannot tell a non-parent the status of a zombie,
+    # so after its grace period pidfd reports it as unknown.
+    with started(py(BLOCKED.format(code=9)), stdin=subprocess.PIPE) as child:
+        with started(
+            [*PIDFD, "wait", "--json", "--progress", str(child.pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as waiter:
+            assert waiter.stderr is not None and child.stdin is not None
+            read_until(waiter.stderr.fileno(), b"waiting for 1 of 1")
+            child.stdin.close()
+            out, err = waiter.communicate(timeout=LIMIT)
+        # Only now is it reaped, with its real status.
+        assert child.wait(timeout=LIMIT) == 9
+    assert waiter.returncode == 0, err
+    record = json.loads(out)
+    assert record["pid"] == child.pid
+    assert record["status_known"] is False
+    assert record["exit_code"] is None and record["signal"] is None
+
+
+def test_wait_text_output_and_missing_pid() -> None:
+    gone = missing_pid()
+    with (
+        started(py(BLOCKED.format(code=3)), stdin=subprocess.PIPE) as child,
+        started(
+            [*PIDFD, "wait", "--progress", str(gone), str(child.pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as waiter,
+    ):
+        assert waiter.stdout is not None and waiter.stderr is not None
+        seen = read_until(waiter.stderr.fileno(), b"waiting for 1 of 1")
+        assert f"pid {gone}: no such process".encode() in seen
+        assert child.stdin is not None
+        child.stdin.close()
+        assert child.wait(timeout=LIMIT) == 3
+        out, _ = waiter.communicate(timeout=LIMIT)
+    assert waiter.returncode == 0  # the missing pid is reported, not fatal
+    line = out.decode().strip()
+    if kernel_at_least(6, 15):
+        assert line == f"pid {child.pid} exited with code 3"
+    else:
+        assert line == f"pid {child.pid} exited, status unknown"
+
+
+def test_wait_only_missing_pids_is_a_usage_error() -> None:
+    result = cli("wait", str(missing_pid()))
+    assert result.returncode == 2
+    assert "no such process" in result.stderr
+    assert result.stdout == ""
+
+
+def test_wait_count_returns_after_n() -> None:
+    kw: dict[str, Any] = {"stdin": subprocess.PIPE}
+    with (
+        started(py(BLOCKED.format(code=1)), **kw) as first,
+        started(py(BLOCKED.format(code=0)), **kw) as second,
+        started(py(BLOCKED.format(code=0)), **kw) as third,
+    ):
+        pids = [str(p.pid) for p in (first, second, third)]
+        with started(
+            [*PIDFD, "wait", "--count", "1", "--progress", *pids],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as waiter:
+            assert waiter.stderr is not None
+            read_until(waiter.stderr.fileno(), b"waiting for 3 of 3")
+            assert second.stdin is not None
+            second.stdin.close()
+            assert second.wait(timeout=LIMIT) == 0
+            out, err = waiter.communicate(timeout=LIMIT)
+        assert waiter.returncode == 0, err
+        assert out.decode().startswith(f"pid {second.pid} exited")
+        assert len(out.decode().splitlines()) == 1
+        assert first.poll() is None and third.poll() is None
+
+
+def test_wait_timeout_exit_status() -> None:
+    with started(py(BLOCKED.format(code=0)), stdin=subprocess.PIPE) as child:
+        result = cli("wait", "--timeout", "0.3", str(child.pid))
+        assert child.poll() is None
+    assert result.returncode == 3
+    assert "timed out" in result.stderr
+    assert str(child.pid) in result.stderr
+    assert result.stdout == ""
+
+
+def test_wait_for_already_exited_child_of_another() -> None:
+    # Exited and reaped before pidfd looks: reported as missing.
+    proc = subprocess.run([sys.executable, "-c", "pass"], check=True, timeout=LIMIT)
+    assert proc.returncode == 0
+    with started(py(BLOCKED.format(code=0)), stdin=subprocess.PIPE) as child:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=LIMIT)
+        result = cli("wait", str(child.pid))
+    assert result.returncode == 2
+    assert f"pid {child.pid}: no such process" in result.stderr
+
+
+def test_wait_status_line_on_a_terminal() -> None:
+    master, slave = pty.openpty()
+    try:
+        with (
+            started(py(BLOCKED.format(code=0)), stdin=subprocess.PIPE) as child,
+            started(
+                [*PIDFD, "wait", str(child.pid)], stdout=subprocess.PIPE, stderr=slave
+            ) as waiter,
+        ):
+            os.close(slave)
+            slave = -1
+            shown = read_until(master, b"waiting for 1 of 1")
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(timeout=LIMIT)
+            out, _ = waiter.communicate(timeout=LIMIT)
+            rest = read_all(master)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert waiter.returncode == 0
+    assert str(child.pid).encode() in shown
+    assert (shown + rest).endswith(b"\r\x1b[K")  # erased before the result
+    assert out.decode().startswith(f"pid {child.pid} exited")
+
+
+# ---------------------------------------------------------------- info
+
+
+def _info_or_skip(*args: str) -> subprocess.CompletedProcess[str]:
+    result = cli("info", *args)
+    if result.returncode != 0 and "needs Linux" in result.stderr:
+        pytest.skip(f"kernel without PIDFD_GET_INFO: {result.stderr.strip()}")
+    return result
+
+
+def test_info_json_for_this_process() -> None:
+    result = _info_or_skip("--json", str(os.getpid()))
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["pid"] == info["tgid"] == os.getpid()
+    assert info["ppid"] == os.getppid()
+    assert (info["ruid"], info["euid"]) == (os.getuid(), os.geteuid())
+    assert (info["rgid"], info["egid"]) == (os.getgid(), os.getegid())
+    assert info["alive"] is True
+    assert info["exit"] is None
+
+
+def test_info_text_for_an_exited_child_of_another() -> None:
+    with started(py(BLOCKED.format(code=0)), stdin=subprocess.PIPE) as child:
+        running = _info_or_skip(str(child.pid))
+        assert child.stdin is not None
+        child.stdin.close()
+        # Wait for the exit without reaping, so the zombie is still there.
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        exited = cli("info", str(child.pid))
+    assert running.returncode == 0, running.stderr
+    assert "state:" in running.stdout and "running" in running.stdout
+    assert re.search(rf"^parent pid: +{os.getpid()}$", running.stdout, re.M)
+    assert exited.returncode == 0, exited.stderr
+    # Not pidfd's child, and not reaped yet: the kernel cannot tell the status.
+    assert "exited, status unknown" in exited.stdout
+
+
+def test_info_missing_pid() -> None:
+    result = cli("info", str(missing_pid()))
+    assert result.returncode == 1
+    assert "no such process" in result.stderr

@@ -1,0 +1,230 @@
+"""info(): what PIDFD_GET_INFO reports, checked against os and /proc."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import anyio
+import pytest
+from _beyond import Procs, kernel_at_least, proc_state, wait_until
+from pidfd import AsyncPidFd, ExitStatus, PidFd, ProcessInfo
+
+pytestmark = pytest.mark.skipif(
+    not kernel_at_least(6, 13), reason="PIDFD_GET_INFO needs Linux >= 6.13"
+)
+HAS_INFO_EXIT = kernel_at_least(6, 15)
+
+FIELDS = [
+    "pid",
+    "tgid",
+    "ppid",
+    "ruid",
+    "euid",
+    "suid",
+    "fsuid",
+    "rgid",
+    "egid",
+    "sgid",
+    "fsgid",
+    "cgroupid",
+    "exit_status",
+]
+LIVE_ONLY = [f for f in FIELDS if f not in ("pid", "cgroupid", "exit_status")]
+
+
+@pytest.fixture
+def procs():
+    with Procs() as p:
+        yield p
+
+
+def proc_status(pid: int) -> dict[str, list[int]]:
+    """Uid:, Gid:, Tgid:, PPid: lines of /proc/PID/status as int lists."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("Uid", "Gid", "Tgid", "PPid"):
+                out[key] = [int(v) for v in value.split()]
+    return out
+
+
+def cgroup_inode(pid: int) -> int | None:
+    """The inode of the process's cgroup v2 directory, if it can be seen."""
+    mount = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split()[0] == "cgroup2":
+                mount = left.split()[4]
+                break
+    if mount is None:
+        return None
+    with open(f"/proc/{pid}/cgroup") as f:
+        paths = [line.split(":", 2)[2].strip() for line in f if line.startswith("0::")]
+    if not paths:
+        return None
+    try:
+        return os.stat(mount + paths[0].rstrip("/")).st_ino
+    except OSError:
+        return None
+
+
+def assert_matches_proc(info: ProcessInfo, pid: int) -> None:
+    st = proc_status(pid)
+    assert info.pid == pid
+    assert info.tgid == st["Tgid"][0]
+    assert info.ppid == st["PPid"][0]
+    assert [info.ruid, info.euid, info.suid, info.fsuid] == st["Uid"]
+    assert [info.rgid, info.egid, info.sgid, info.fsgid] == st["Gid"]
+    assert isinstance(info.cgroupid, int)
+    expected = cgroup_inode(pid)
+    if expected is not None:
+        assert info.cgroupid == expected
+    assert info.exit_status is None
+
+
+def test_info_live_child_matches_os(procs):
+    proc = procs.child("")
+    with PidFd.from_pid(proc.pid) as handle:
+        info = handle.info()
+    assert (info.pid, info.tgid, info.ppid) == (proc.pid, proc.pid, os.getpid())
+    assert (info.ruid, info.euid, info.suid) == os.getresuid()
+    assert (info.rgid, info.egid, info.sgid) == os.getresgid()
+    assert (info.fsuid, info.fsgid) == (os.geteuid(), os.getegid())
+    assert_matches_proc(info, proc.pid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting distinct uids needs root")
+def test_info_reports_each_credential_separately(procs):
+    # Six different ids, so a field read from the wrong offset shows up.
+    proc = procs.child(
+        "import os\n"
+        "os.setgroups([])\n"
+        "os.setresgid(1001, 1002, 1003)\n"
+        "os.setresuid(2001, 2002, 2003)\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.buffer.read(1)\n"
+    )
+    # Credentials change after the first release.
+    proc.release()
+    assert proc.readline() == "ready\n"
+    with PidFd.from_pid(proc.pid) as handle:
+        info = handle.info()
+    assert (info.ruid, info.euid, info.suid, info.fsuid) == (2001, 2002, 2003, 2002)
+    assert (info.rgid, info.egid, info.sgid, info.fsgid) == (1001, 1002, 1003, 1002)
+    assert_matches_proc(info, proc.pid)
+
+
+def test_info_live_non_child(procs):
+    proc = procs.grandchild("")
+    with PidFd.from_pid(proc.pid) as handle:
+        info = handle.info()
+    assert info.ppid == proc.popen.pid != os.getpid()
+    assert_matches_proc(info, proc.pid)
+
+
+def test_info_zombie_child_has_exit_status_from_peek(procs):
+    proc = procs.child("sys.exit(5)")
+    with PidFd.from_pid(proc.pid) as handle:
+        proc.release()
+        wait_until(lambda: proc_state(proc.pid) == "Z")
+        info = handle.info()
+        assert info.exit_status == ExitStatus.from_waitstatus(5 << 8)
+        # Still there to be asked about, and still reapable by its owner.
+        assert (info.pid, info.tgid, info.ppid) == (proc.pid, proc.pid, os.getpid())
+        assert isinstance(info.ruid, int)
+        assert proc_state(proc.pid) == "Z"
+    assert proc.popen.wait(10) == 5
+
+
+@pytest.mark.parametrize("kind", ["child", "non-child"])
+def test_info_reaped_process_keeps_only_cgroup_and_exit(procs, kind):
+    if not HAS_INFO_EXIT:
+        pytest.skip("a reaped process's info needs PIDFD_INFO_EXIT, Linux >= 6.15")
+    proc = procs.child("") if kind == "child" else procs.grandchild("")
+    with PidFd.from_pid(proc.pid) as handle:
+        cgroupid = handle.info().cgroupid
+        handle.kill()
+        if kind == "child":
+            assert proc.popen.wait(10) == -signal.SIGKILL
+        else:
+            assert proc.owner_returncode() == -signal.SIGKILL
+        info = handle.info()
+    assert info.pid == proc.pid
+    assert info.cgroupid == cgroupid
+    assert info.exit_status == ExitStatus.from_waitstatus(signal.SIGKILL)
+    for name in LIVE_ONLY:
+        assert getattr(info, name) is None, name
+
+
+def test_info_thread_handle(procs):
+    if not kernel_at_least(6, 9):
+        pytest.skip("PIDFD_THREAD needs Linux >= 6.9")
+    proc = procs.child(
+        "import sys, threading\n"
+        "def run():\n"
+        "    print(threading.get_native_id(), flush=True)\n"
+        "    sys.stdin.buffer.read(1)\n"
+        "t = threading.Thread(target=run)\n"
+        "t.start()\n"
+        "t.join()\n",
+        wait_for_release=False,
+    )
+    tid = int(proc.readline())
+    assert tid != proc.pid
+    with PidFd.from_pid(tid, thread=True) as handle:
+        info = handle.info()
+    assert (info.pid, info.tgid, info.ppid) == (tid, proc.pid, os.getpid())
+    assert info.cgroupid is not None
+
+
+def test_info_is_immutable(procs):
+    proc = procs.child("")
+    with PidFd.from_pid(proc.pid) as handle:
+        info = handle.info()
+    for name in FIELDS:
+        with pytest.raises(AttributeError):
+            setattr(info, name, 1)
+    with pytest.raises(AttributeError):
+        info.new_field = 1  # type: ignore[attr-defined]
+    assert info.pid == proc.pid
+    status = ExitStatus.from_waitstatus(0)
+    with pytest.raises(AttributeError):
+        status.code = 1  # type: ignore[misc]
+
+
+def test_info_repr_names_the_fields(procs):
+    proc = procs.child("")
+    with PidFd.from_pid(proc.pid) as handle:
+        text = repr(handle.info())
+    assert text.startswith("ProcessInfo(")
+    assert f"pid={proc.pid}" in text and f"ppid={os.getpid()}" in text
+
+
+def test_info_on_closed_handle_raises(procs):
+    proc = procs.child("")
+    handle = PidFd.from_pid(proc.pid)
+    handle.close()
+    with pytest.raises(ValueError, match="closed"):
+        handle.info()
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+@pytest.mark.anyio
+async def test_async_info(procs):
+    proc = procs.child("sys.exit(3)")
+    with AsyncPidFd.from_pid(proc.pid) as handle:
+        info = handle.info()
+        assert (info.pid, info.ppid) == (proc.pid, os.getpid())
+        assert info.exit_status is None
+        proc.release()
+        with anyio.fail_after(10):
+            await handle.wait_exit()
+        assert handle.info().exit_status == ExitStatus.from_waitstatus(3 << 8)
+    assert proc.popen.wait(10) == 3

@@ -1,0 +1,196 @@
+"""wait_any(): one poll over many handles, for sync supervisors."""
+
+from __future__ import annotations
+
+import random
+import resource
+import subprocess
+
+import pytest
+from _beyond import Interrupted, Procs, RaisingSignal, proc_state, wait_until
+from pidfd import AsyncPidFd, PidFd, wait_any
+
+N_PROCS = 300
+N_QUICK = 30
+
+
+@pytest.fixture
+def procs():
+    with Procs() as p:
+        yield p
+
+
+class Sleepers:
+    """``/bin/sleep`` children (cheap to start by the hundred), cleaned up."""
+
+    def __init__(self) -> None:
+        self.popens: list[subprocess.Popen] = []
+
+    def start(self, seconds: float) -> tuple[subprocess.Popen, PidFd]:
+        popen = subprocess.Popen(["sleep", str(seconds)])
+        self.popens.append(popen)
+        return popen, PidFd.from_pid(popen.pid)
+
+    def close(self) -> None:
+        for popen in self.popens:
+            popen.kill()
+        for popen in self.popens:
+            popen.wait(10)
+
+
+@pytest.fixture
+def sleepers():
+    s = Sleepers()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_many_handles_returns_only_exited_in_given_order(sleepers):
+    rng = random.Random(1234)
+    quick = set(rng.sample(range(N_PROCS), N_QUICK))
+    handles = []
+    for i in range(N_PROCS):
+        # Lifetimes unrelated to list order, so "in order given" is tested.
+        seconds = round(rng.uniform(0.0, 0.5), 3) if i in quick else 60
+        handles.append(sleepers.start(seconds)[1])
+    quick_handles = {id(handles[i]) for i in quick}
+    try:
+        remaining = list(handles)
+        collected = 0
+        while collected < N_QUICK:
+            done = wait_any(remaining, timeout=20)
+            assert done, "wait_any returned no handle"
+            assert all(id(h) in quick_handles for h in done), "a sleeping process was returned"
+            positions = [next(i for i, r in enumerate(remaining) if r is h) for h in done]
+            assert positions == sorted(positions)
+            for h in done:
+                assert not h.is_alive()
+                # Not reaped by wait_any: still a zombie, our wait() gets it.
+                assert proc_state(h.pid) == "Z"
+                assert h.wait(0).status.success
+            done_ids = {id(h) for h in done}
+            remaining = [h for h in remaining if id(h) not in done_ids]
+            collected += len(done)
+        assert collected == N_QUICK
+        assert len(remaining) == N_PROCS - N_QUICK
+        with pytest.raises(TimeoutError):
+            wait_any(remaining, timeout=0)
+    finally:
+        for h in handles:
+            h.close()
+
+
+def test_thousands_of_handles(procs):
+    """Thousands of fds in one poll: many handles on a few processes."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    n = min(4000, soft - 200)
+    if n < 1000:
+        pytest.skip(f"RLIMIT_NOFILE is {soft}, too low for thousands of handles")
+    running, exiting = procs.child(""), procs.child("")
+    handles = [PidFd.from_pid(running.pid if i % 2 else exiting.pid) for i in range(n)]
+    try:
+        with pytest.raises(TimeoutError, match=f"{n} processes"):
+            wait_any(handles, timeout=0.05)
+        exiting.release()
+        done = wait_any(handles, timeout=10)
+        assert done == handles[0::2]
+        assert all(h.pid == exiting.pid for h in done)
+        assert exiting.popen.wait(10) == 0
+    finally:
+        for h in handles:
+            h.close()
+
+
+def test_already_exited_handles_returned_in_given_order(procs):
+    a, b, c = (procs.child("") for _ in range(3))
+    with PidFd.from_pid(a.pid) as ha, PidFd.from_pid(b.pid) as hb, PidFd.from_pid(c.pid) as hc:
+        a.release()
+        b.release()
+        wait_until(lambda: proc_state(a.pid) == proc_state(b.pid) == "Z")
+        assert wait_any([hb, hc, ha], timeout=0) == [hb, ha]
+        assert wait_any([ha, hc, hb]) == [ha, hb]
+        assert wait_any(iter([hc, hb])) == [hb]
+
+
+def test_non_children(procs):
+    gc = [procs.grandchild("") for _ in range(3)]
+    handles = [PidFd.from_pid(p.pid) for p in gc]
+    try:
+        gc[1].release()
+        assert wait_any(handles, timeout=10) == [handles[1]]
+        assert gc[1].owner_returncode() == 0
+    finally:
+        for h in handles:
+            h.close()
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 0.2])
+def test_timeout(procs, timeout):
+    p = procs.child("")
+    with PidFd.from_pid(p.pid) as h:
+        with pytest.raises(TimeoutError, match="1 process"):
+            wait_any([h], timeout=timeout)
+        assert h.is_alive()
+
+
+def test_empty_is_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        wait_any([])
+    with pytest.raises(ValueError, match="at least one"):
+        wait_any(iter(()), timeout=1)
+
+
+def test_mixed_sync_and_async_returns_the_same_objects(procs):
+    a, b = procs.child(""), procs.child("")
+    sync = PidFd.from_pid(a.pid)
+    asyn = AsyncPidFd.from_pid(b.pid)
+    try:
+        a.release()
+        b.release()
+        wait_until(lambda: proc_state(a.pid) == proc_state(b.pid) == "Z")
+        done = wait_any([asyn, sync], timeout=10)
+        assert len(done) == 2
+        assert done[0] is asyn and done[1] is sync
+        assert wait_any([sync])[0] is sync
+    finally:
+        sync.close()
+        asyn.close()
+
+
+def test_closed_handle_is_refused(procs):
+    p = procs.child("")
+    with PidFd.from_pid(p.pid) as open_handle:
+        closed = PidFd.from_pid(p.pid)
+        closed.close()
+        with pytest.raises(ValueError, match="closed"):
+            wait_any([open_handle, closed], timeout=0)
+        closed_async = AsyncPidFd.from_pid(p.pid)
+        closed_async.close()
+        with pytest.raises(ValueError, match="closed"):
+            wait_any([closed_async], timeout=0)
+
+
+@pytest.mark.parametrize("bad", [None, 3, "pid", object()])
+def test_not_a_handle_is_refused(procs, bad):
+    p = procs.child("")
+    with PidFd.from_pid(p.pid) as h, pytest.raises(TypeError):
+        wait_any([h, bad], timeout=0)
+
+
+def test_nan_timeout_is_refused(procs):
+    p = procs.child("")
+    with PidFd.from_pid(p.pid) as h, pytest.raises(ValueError, match="NaN"):
+        wait_any([h], timeout=float("nan"))
+
+
+def test_interrupted_by_raising_signal_handler(procs):
+    p = procs.child("")
+    with PidFd.from_pid(p.pid) as h:
+        with RaisingSignal(0.2), pytest.raises(Interrupted):
+            wait_any([h], timeout=20)
+        assert h.is_alive()
+        p.release()
+        assert wait_any([h], timeout=10) == [h]
+        assert h.wait(0).status.success
