@@ -14,10 +14,24 @@ from typing import Literal, final
 from _typeshed import HasFileno
 from typing_extensions import Self
 
-__all__ = ["ExitInfo", "ExitStatus", "PidFd", "ProcessInfo", "__version__", "wait_any"]
+__all__ = [
+    "_REAP_GRACE",
+    "ExitInfo",
+    "ExitStatus",
+    "PidFd",
+    "ProcessInfo",
+    "__version__",
+    "wait_any",
+]
 
 __version__: str
 """The package version, taken from ``Cargo.toml`` at build time."""
+
+_REAP_GRACE: float
+"""Internal: seconds ``wait_exit()`` gives a non-child's parent to reap it.
+
+Shared by ``PidFd.wait_exit``, ``AsyncPidFd.wait_exit`` and the CLI.
+"""
 
 @final
 class PidFd:
