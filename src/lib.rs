@@ -361,13 +361,18 @@ impl PidFd {
         if let Some(exit) = self.peek_child_exit(fd) {
             return ExitState::Settled(Some(exit));
         }
+        // Ask "reaped?" before asking for the status: the parent may reap
+        // between the two calls, and a status query that saw a zombie
+        // followed by a POLLHUP would wrongly settle on None. Reaped first
+        // means the kernel has already recorded the exit for the query.
+        let reaped = has_been_reaped(fd);
         match sys::pidfd_get_info(fd.as_fd(), sys::PIDFD_INFO_EXIT) {
             Ok(info) if info.mask & sys::PIDFD_INFO_EXIT != 0 => {
                 ExitState::Settled(Some(Exit(info.exit_code)))
             }
             // No PIDFD_INFO_EXIT in this kernel: the status cannot be learned.
             Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => ExitState::Settled(None),
-            _ if kernel_version() < (6, 15) || has_been_reaped(fd) => ExitState::Settled(None),
+            _ if kernel_version() < (6, 15) || reaped => ExitState::Settled(None),
             _ => ExitState::Pending,
         }
     }
