@@ -14,7 +14,8 @@ pub mod errors;
 pub mod status;
 pub mod sys;
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -79,21 +80,35 @@ impl Deadline {
     }
 }
 
+/// The longest single `poll(2)` in the thread that runs Python's signal
+/// handlers. A signal that lands after our last check but before the poll
+/// is inside the kernel does not interrupt it (Python's C-level handler only
+/// records it), so without a bound Ctrl-C could go unnoticed until the
+/// timeout or the child's exit. Waking this often keeps that under 100 ms.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Polls `fds` until one is ready or the deadline passes, with the GIL
 /// released. A signal interrupts the poll with `EINTR`: we then run Python's
 /// signal handlers, propagate what they raise (Ctrl-C), and otherwise go on
 /// with the time that is left (PEP 475). Returns whether any fd is ready.
 fn poll_until(py: Python<'_>, fds: &mut [libc::pollfd], deadline: Deadline) -> PyResult<bool> {
+    // Other threads never run handlers: they may block for the whole time.
+    let slice = sys::is_initial_thread().then_some(SIGNAL_CHECK_INTERVAL);
     loop {
-        let timeout = deadline.remaining();
-        if timeout != Some(Duration::ZERO) {
+        let remaining = deadline.remaining();
+        if remaining != Some(Duration::ZERO) {
             // A signal that landed after Python last checked but before we
             // block would otherwise wait for the next one to be noticed.
             py.check_signals()?;
         }
+        let timeout = match (remaining, slice) {
+            (Some(r), Some(s)) => Some(r.min(s)),
+            (r, s) => r.or(s),
+        };
         match py.detach(|| sys::poll(fds, timeout)) {
             Ok(0) if deadline.expired() => return Ok(false),
-            // Woke a little early (timer rounding): sleep out the rest.
+            // The slice ended, or woke a little early (timer rounding):
+            // check for signals and sleep out the rest.
             Ok(0) => {}
             Ok(_) => return Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => py.check_signals()?,
@@ -820,9 +835,18 @@ fn wait_any(
             "wait_any() needs at least one handle; with none it would wait forever",
         ));
     }
-    let mut fds: Vec<libc::pollfd> = items
+    // Each fd once: poll(2) refuses more entries than RLIMIT_NOFILE with
+    // EINVAL, and a caller may well list the same handle many times.
+    let mut slot_of: HashMap<RawFd, usize> = HashMap::with_capacity(items.len());
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(items.len());
+    let slots: Vec<usize> = items
         .iter()
-        .map(|(_, fd)| pollfd(fd, libc::POLLIN))
+        .map(|(_, fd)| {
+            *slot_of.entry(fd.as_raw_fd()).or_insert_with(|| {
+                fds.push(pollfd(fd, libc::POLLIN));
+                fds.len() - 1
+            })
+        })
         .collect();
     if !poll_until(py, &mut fds, deadline)? {
         return Err(PyTimeoutError::new_err(format!(
@@ -832,8 +856,8 @@ fn wait_any(
         )));
     }
     let done = PyList::empty(py);
-    for ((handle, _), pfd) in items.iter().zip(&fds) {
-        if pfd.revents != 0 {
+    for ((handle, _), slot) in items.iter().zip(slots) {
+        if fds[slot].revents != 0 {
             done.append(handle)?;
         }
     }

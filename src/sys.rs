@@ -299,6 +299,14 @@ pub fn getpid() -> libc::pid_t {
     unsafe { libc::getpid() }
 }
 
+/// Whether the calling thread is the process's initial thread (its thread
+/// id is the process id), where CPython runs signal handlers. See gettid(2).
+pub fn is_initial_thread() -> bool {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    tid == libc::c_long::from(getpid())
+}
+
 /// What `/proc/self/fdinfo/FD` says about `fd`: `Ok(None)` if it is not a
 /// pidfd, else the pid it refers to in our pid namespace (`-1` once the
 /// process has been reaped, `0` if it lives in a namespace we cannot see).

@@ -8,11 +8,16 @@ with no helper thread and no child watcher.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import sys
+import threading
 import types
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from pidfd._native import _REAP_GRACE, PidFd
 
@@ -51,7 +56,15 @@ class AsyncPidFd:
         anyio.run(main)
     """
 
-    __slots__ = ("_lock", "_pidfd", "_waiting")
+    __slots__ = (
+        "_busy",
+        "_guard",
+        "_idle",
+        "_loop",
+        "_loop_thread",
+        "_pidfd",
+        "_waiting",
+    )
 
     def __init__(self, pidfd: PidFd) -> None:
         if not isinstance(pidfd, PidFd):
@@ -62,8 +75,21 @@ class AsyncPidFd:
         self._pidfd = pidfd
         # One task at a time awaits readability: anyio backends allow a single
         # waiter per fd and would raise BusyResourceError for a second one.
-        self._lock = anyio.Lock()
+        # A flag, not an anyio.Lock: a Lock per handle cost ~1.5 KiB (8 MiB
+        # for 5,000 handles) and a checkpoint per wait. The Event that queues
+        # a second waiter is made only when there is one.
+        self._busy = False
+        self._idle: anyio.Event | None = None
         self._waiting = False
+        # Where the current waiter runs, so that close() from another thread
+        # can have that loop drop the fd before it is closed. _guard makes
+        # "start waiting" and "close unless someone waits" atomic, so a close
+        # from another thread cannot slip in between a waiter taking the fd
+        # number and registering it with its loop. Reentrant, so a signal
+        # handler that closes the handle cannot deadlock on it.
+        self._loop: Any = None
+        self._loop_thread: int | None = None
+        self._guard = threading.RLock()
 
     @classmethod
     def from_pid(cls, pid: int, *, thread: bool = False) -> AsyncPidFd:
@@ -104,10 +130,29 @@ class AsyncPidFd:
         """The raw fd; readable once the process has exited."""
         return self._pidfd.fileno()
 
+    async def _queue(self) -> None:
+        """Wait until no other task is inside wait() / wait_exit()."""
+        while self._busy:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def _release(self) -> None:
+        self._busy = False
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            idle.set()
+
     async def _readable(self) -> None:
-        self._waiting = True
+        with self._guard:
+            fd = self._pidfd.fileno()
+            self._loop = _running_loop()
+            self._loop_thread = threading.get_ident()
+            self._waiting = True
         try:
-            await anyio.wait_readable(self._pidfd.fileno())
+            # Registers fd with the loop before yielding to it, so a close
+            # handed to the loop runs after the registration.
+            await anyio.wait_readable(fd)
         finally:
             self._waiting = False
 
@@ -118,13 +163,22 @@ class AsyncPidFd:
         and the handle usable: a later ``wait()`` still returns the status.
         ``ChildProcessError`` at once for a process that is not our child.
         """
-        async with self._lock:
+        # A wait() that is already cancelled must not reap: raise before
+        # touching the child (a check, not a yield, so it stays cheap).
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._busy:
+            await self._queue()
+        # No await between the check and here: the handle is ours.
+        self._busy = True
+        try:
             while True:
                 info = self._pidfd.try_wait()
                 if info is not None:
                     return info
                 # Readable means exited; a spurious wake-up just loops.
                 await self._readable()
+        finally:
+            self._release()
 
     async def wait_exit(self) -> ExitStatus | None:
         """Wait for the process — child or not — to exit, without reaping it.
@@ -132,7 +186,11 @@ class AsyncPidFd:
         As :meth:`PidFd.wait_exit`: its ``ExitStatus`` where the kernel can
         tell, else ``None``.
         """
-        async with self._lock:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._busy:
+            await self._queue()
+        self._busy = True
+        try:
             await self._readable()
             with anyio.move_on_after(_REAP_GRACE):
                 while True:
@@ -141,6 +199,8 @@ class AsyncPidFd:
                         return status
                     await anyio.sleep(_REAP_POLL)
             return None
+        finally:
+            self._release()
 
     def try_wait(self) -> ExitInfo | None:
         """Reap the child if it has exited; ``None`` while it runs."""
@@ -175,14 +235,53 @@ class AsyncPidFd:
 
         A task awaiting ``wait()`` is woken first (it raises
         ``anyio.ClosedResourceError``), so the event loop never watches a
-        closed, possibly reused, fd number.
+        closed, possibly reused, fd number. Called from another thread, the
+        close is handed to that task's event loop and this call returns once
+        it is done, like ``anyio.from_thread.run_sync``.
         """
-        if self._waiting and not self._pidfd.closed:
-            # Outside an event loop (e.g. from another thread) this raises
-            # RuntimeError: there is no loop-side waiter we can reach from here.
-            with contextlib.suppress(RuntimeError):
-                anyio.notify_closing(self._pidfd.fileno())
-        self._pidfd.close()
+        with self._guard:
+            if not (self._waiting and threading.get_ident() != self._loop_thread):
+                if self._waiting and not self._pidfd.closed:
+                    # RuntimeError: the waiter's loop is not running (stopped
+                    # with the task pending): nothing polls the fd to tell.
+                    with contextlib.suppress(RuntimeError):
+                        anyio.notify_closing(self._pidfd.fileno())
+                self._pidfd.close()
+                return
+        self._close_in_loop()
+
+    def _close_in_loop(self) -> None:
+        loop = self._loop
+        trio = sys.modules.get("trio")
+        if trio is not None and isinstance(loop, trio.lowlevel.TrioToken):
+            try:
+                trio.from_thread.run_sync(self.close, trio_token=loop)
+            except trio.RunFinishedError:
+                # The run is over, and with it every watcher of the fd.
+                self._pidfd.close()
+            return
+
+        async def close() -> None:
+            self.close()
+
+        coro = close()
+        try:
+            done = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # the loop is closed: nobody watches the fd
+            coro.close()
+            self._pidfd.close()
+            return
+        # A loop that stops or closes before running our callback never runs
+        # it (and then nothing polls the fd); poll for that, never hang.
+        while True:
+            try:
+                done.result(timeout=0.05)
+                return
+            except concurrent.futures.TimeoutError:
+                if loop.is_closed() or not loop.is_running():
+                    coro.close()
+                    self._pidfd.close()
+                    return
 
     def __enter__(self) -> AsyncPidFd:
         return self
@@ -208,3 +307,15 @@ class AsyncPidFd:
 
     def __repr__(self) -> str:
         return "<Async" + repr(self._pidfd)[1:]
+
+
+def _running_loop() -> Any:
+    """A thread-safe handle on the running event loop: trio's token or the
+    asyncio loop."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+    return asyncio.get_running_loop()

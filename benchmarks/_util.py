@@ -1,0 +1,144 @@
+"""Shared helpers for the benchmark workloads: statistics, process
+bookkeeping and cleanup, and reading this process's threads, fds and RSS.
+
+Every child a workload starts is recorded in :data:`LIVE` until it is reaped,
+so :func:`kill_and_reap_all` (called from ``finally`` blocks) can always kill
+and reap what is left, even after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+
+TRUE = shutil.which("true") or "/bin/true"
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+
+# pid -> None for every child started and not yet known to be reaped.
+LIVE: dict[int, None] = {}
+
+
+def spawn(argv: Sequence[str], file_actions: Sequence[tuple] = ()) -> int:
+    """``os.posix_spawn`` ``argv`` (path = argv[0]) and record the child."""
+    pid = os.posix_spawn(argv[0], list(argv), os.environ, file_actions=list(file_actions))
+    LIVE[pid] = None
+    return pid
+
+
+def track(pid: int) -> None:
+    """Record a child started by someone else (subprocess, asyncio, trio)."""
+    LIVE[pid] = None
+
+
+def reaped(pid: int) -> None:
+    """Forget a child that has been reaped."""
+    LIVE.pop(pid, None)
+
+
+def kill_and_reap_all() -> None:
+    """SIGKILL and reap every recorded child; tolerate ones already gone."""
+    pids = list(LIVE)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        # ChildProcessError: a peer library (an asyncio watcher) reaped it.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        LIVE.pop(pid, None)
+
+
+def wait_zombies(pids: Iterable[int], timeout: float = 30.0) -> None:
+    """Return once every pid is an exited, not yet reaped child."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+    for pid in pids:
+        while os.waitid(os.P_PID, pid, flags) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"child {pid} did not exit within {timeout} s")
+            time.sleep(0.0005)
+
+
+def threads() -> int:
+    """OS threads in this process right now (no sampler thread involved)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def fds() -> int:
+    """Open file descriptors in this process right now."""
+    return len(os.listdir("/proc/self/fd")) - 1  # minus the listdir's own fd
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def rss_kib() -> int:
+    """Resident set size now, in KiB."""
+    return _status_kib("VmRSS:")
+
+
+def peak_rss_kib() -> int:
+    """Peak resident set size since start or the last :func:`reset_peak_rss`."""
+    return _status_kib("VmHWM:")
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); harmless if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def raise_nofile(want: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``want`` within the hard limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """Median with min and max, the shape of every figure we report."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of ``values``."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def rotate(items: Sequence, by: int) -> list:
+    """``items`` rotated left by ``by``: each repetition runs peers in a new order."""
+    if not items:
+        return []
+    by %= len(items)
+    return list(items[by:]) + list(items[:by])
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
