@@ -221,10 +221,13 @@ fn check_signal(sig: i64) -> PyResult<libc::c_int> {
 
 /// A race-free handle on a process (or, with `thread=True`, one thread).
 ///
-/// The fd sits in an `Arc` behind a mutex: a call in flight holds its own
-/// reference, so `close()` from another thread drops our reference but the
-/// fd number stays allocated (and cannot be reused for something else) until
-/// that call returns.
+/// Unlike a pid, an open handle never comes to mean another process that
+/// reused the number. Open one with `PidFd.from_pid(pid)`; close it with
+/// `close()` or a `with` block.
+// The fd sits in an `Arc` behind a mutex: a call in flight holds its own
+// reference, so `close()` from another thread drops our reference but the
+// fd number stays allocated (and cannot be reused for something else) until
+// that call returns.
 #[pyclass(module = "pidfd._native", frozen)]
 pub struct PidFd {
     fd: Mutex<Option<Arc<OwnedFd>>>,
@@ -373,13 +376,18 @@ impl PidFd {
         if let Some(exit) = self.peek_child_exit(fd) {
             return ExitState::Settled(Some(exit));
         }
+        // Ask "reaped?" before asking for the status: the parent may reap
+        // between the two calls, and a status query that saw a zombie
+        // followed by a POLLHUP would wrongly settle on None. Reaped first
+        // means the kernel has already recorded the exit for the query.
+        let reaped = has_been_reaped(fd);
         match sys::pidfd_get_info(fd.as_fd(), sys::PIDFD_INFO_EXIT) {
             Ok(info) if info.mask & sys::PIDFD_INFO_EXIT != 0 => {
                 ExitState::Settled(Some(Exit(info.exit_code)))
             }
             // No PIDFD_INFO_EXIT in this kernel: the status cannot be learned.
             Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => ExitState::Settled(None),
-            _ if kernel_version() < (6, 15) || has_been_reaped(fd) => ExitState::Settled(None),
+            _ if kernel_version() < (6, 15) || reaped => ExitState::Settled(None),
             _ => ExitState::Pending,
         }
     }
@@ -560,10 +568,12 @@ impl PidFd {
         );
     }
 
+    /// Return the handle itself.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Close the handle; an exception in the `with` body propagates.
     #[pyo3(signature = (*_exc))]
     fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> bool {
         self.close();
@@ -1123,6 +1133,15 @@ impl ProcessInfo {
 }
 
 /// Race-free Linux process handles.
+// `gil_used = false`: safe on free-threaded CPython, because nothing here
+// relies on the GIL for exclusion. Every pyclass is `frozen` (methods get
+// `&self` only, so PyO3 needs no borrow flag); a `PidFd`'s only mutable state
+// is its fd, behind a `Mutex<Option<Arc<OwnedFd>>>` (a call clones the `Arc`,
+// so `close()` from another thread cannot free a number still in use), and
+// the `reaped` flag, an `AtomicBool`. `ExitInfo` caches its stdlib objects in
+// `PyOnceLock`s and the kernel version sits in a `OnceLock`, both thread-safe.
+// Two threads reaping one child race in the kernel's `waitid`, which lets
+// exactly one win; the other gets `ECHILD`, as sequential calls would.
 #[pymodule(gil_used = false)]
 mod _native {
     #[pymodule_export]

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
+
+# A non-interactive shell that starts a job in the background (nohup, `&`, some
+# CI runners) hands it SIGINT ignored, and children inherit that. Python then
+# installs no KeyboardInterrupt handler, and a child cannot die of SIGINT.
+# Tests of Ctrl-C and of death by signal need the ordinary disposition; a
+# Python-level handler here also gives every exec'd child SIG_DFL back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _reap_quietly(proc: subprocess.Popen[bytes]) -> None:
@@ -17,11 +27,9 @@ def _reap_quietly(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
     except ProcessLookupError:
         pass
-    try:
-        # ECHILD if the test reaped it through a pidfd: that is fine.
+    # ECHILD if the test reaped it through a pidfd: that is fine.
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(proc.pid, 0)
-    except ChildProcessError:
-        pass
     proc.returncode = proc.returncode if proc.returncode is not None else -9
 
 

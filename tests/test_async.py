@@ -125,7 +125,9 @@ async def test_sync_calls_mirror_pidfd(spawn) -> None:
         handle.fileno()
 
 
-@pytest.mark.parametrize(("method", "sig"), [("kill", signal.SIGKILL), ("terminate", signal.SIGTERM)])
+@pytest.mark.parametrize(
+    ("method", "sig"), [("kill", signal.SIGKILL), ("terminate", signal.SIGTERM)]
+)
 async def test_kill_and_terminate(spawn, method: str, sig: int) -> None:
     child = spawn(SLEEP)
     with AsyncPidFd.from_pid(child.pid) as handle:

@@ -11,6 +11,7 @@ import subprocess
 
 import anyio
 import pytest
+
 from _beyond import PY, Procs, kernel_at_least, proc_state
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 

@@ -7,6 +7,7 @@ import signal
 
 import anyio
 import pytest
+
 from _beyond import Procs, kernel_at_least, proc_state, wait_until
 from pidfd import AsyncPidFd, ExitStatus, PidFd, ProcessInfo
 

@@ -13,6 +13,7 @@ import os
 from typing import NamedTuple
 
 import pytest
+
 from _beyond import kernel_at_least
 from _seccomp import (
     NR_GETSOCKOPT,

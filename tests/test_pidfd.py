@@ -145,8 +145,17 @@ def test_context_manager_closes(spawn) -> None:
         lambda h: h.getfd(0),
     ],
     ids=[
-        "fileno", "wait", "wait0", "try_wait", "send_signal", "kill", "terminate",
-        "is_alive", "wait_exit", "info", "getfd",
+        "fileno",
+        "wait",
+        "wait0",
+        "try_wait",
+        "send_signal",
+        "kill",
+        "terminate",
+        "is_alive",
+        "wait_exit",
+        "info",
+        "getfd",
     ],
 )
 def test_every_call_on_a_closed_handle_is_value_error(spawn, call) -> None:
@@ -301,9 +310,8 @@ def test_auto_reaped_child_says_sigchld_is_ignored() -> None:
     old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
-        with PidFd.from_pid(child.pid) as handle:
-            with pytest.raises(ChildProcessError) as excinfo:
-                handle.wait(timeout=10)
+        with PidFd.from_pid(child.pid) as handle, pytest.raises(ChildProcessError) as excinfo:
+            handle.wait(timeout=10)
         child.returncode = 0  # already gone: keep Popen from trying
     finally:
         signal.signal(signal.SIGCHLD, old)

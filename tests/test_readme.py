@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = (
-    re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if README.exists() else []
-)
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if README.exists() else []
 
 
 def expected_output(block: str) -> list[str]:

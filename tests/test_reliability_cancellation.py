@@ -18,10 +18,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import _reliability_helpers as rh
 import anyio
 import pytest
 import trio
+
+import _reliability_helpers as rh
 from _reliability_helpers import (
     Children,
     fd_target,

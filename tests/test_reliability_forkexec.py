@@ -10,8 +10,9 @@ import subprocess
 import sys
 import textwrap
 
-import _reliability_helpers as rh
 import pytest
+
+import _reliability_helpers as rh
 from _reliability_helpers import Children
 from pidfd import AsyncPidFd, PidFd
 

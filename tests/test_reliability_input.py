@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-import _reliability_helpers as rh
-import pidfd
 import pytest
-from _reliability_helpers import Children
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
+import _reliability_helpers as rh
+import pidfd
+from _reliability_helpers import Children
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 
 children = rh.children_fixture
@@ -307,7 +308,7 @@ def test_wait_any_with_the_same_handle_many_times(children: Children) -> None:
         done = pidfd.wait_any(handles, timeout=10)
         # Every entry is reported, as the object given, in order.
         assert len(done) == len(handles)
-        assert all(x is y for x, y in zip(done, handles))
+        assert all(x is y for x, y in zip(done, handles, strict=True))
 
 
 def test_async_pidfd_wraps_only_pidfd() -> None:

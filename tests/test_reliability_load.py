@@ -25,9 +25,10 @@ import textwrap
 import time
 from collections.abc import Iterator
 
-import _reliability_helpers as rh
 import anyio
 import pytest
+
+import _reliability_helpers as rh
 from _reliability_helpers import open_fds, rss_bytes
 from pidfd import AsyncPidFd, ExitInfo, PidFd
 

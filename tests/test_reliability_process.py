@@ -14,8 +14,9 @@ import threading
 import time
 from collections.abc import Iterator
 
-import _reliability_helpers as rh
 import pytest
+
+import _reliability_helpers as rh
 from _reliability_helpers import Children, is_running, is_unreaped, wait_zombie
 from pidfd import ExitInfo, PidFd
 

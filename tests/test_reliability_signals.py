@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import _reliability_helpers as rh
-import pidfd
 import pytest
 import trio
+
+import _reliability_helpers as rh
+import pidfd
 from _reliability_helpers import Children, is_running, is_unreaped
 from pidfd import AsyncPidFd, PidFd
 

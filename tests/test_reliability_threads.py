@@ -12,9 +12,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
 import _reliability_helpers as rh
 import pidfd
-import pytest
 from _reliability_helpers import (
     SLEEP,
     Children,

@@ -90,9 +90,7 @@ def test_core_dump(tmp_path) -> None:
         pattern = f.read().strip()
     if pattern.startswith("|"):
         pytest.skip(f"core dumps go to a helper ({pattern!r}) that may drop them")
-    _, info = reap(
-        ["/bin/sh", "-c", "kill -SEGV $$"], cwd=tmp_path, preexec_fn=allow_core
-    )
+    _, info = reap(["/bin/sh", "-c", "kill -SEGV $$"], cwd=tmp_path, preexec_fn=allow_core)
     status = info.status
     if not status.core_dumped:
         pytest.skip("the kernel did not write a core here (filesystem or limits)")
@@ -132,7 +130,13 @@ def test_from_waitstatus_rejects_non_exits(ws: int) -> None:
 
 @pytest.mark.parametrize(
     ("si_code", "si_status"),
-    [(os.CLD_STOPPED, 19), (os.CLD_CONTINUED, 18), (os.CLD_EXITED, 256), (os.CLD_KILLED, 0), (0, 0)],
+    [
+        (os.CLD_STOPPED, 19),
+        (os.CLD_CONTINUED, 18),
+        (os.CLD_EXITED, 256),
+        (os.CLD_KILLED, 0),
+        (0, 0),
+    ],
 )
 def test_from_siginfo_rejects_non_exits(si_code: int, si_status: int) -> None:
     with pytest.raises(ValueError):

@@ -93,9 +93,7 @@ async def test_async_concurrent() -> None:
             winner.append(await async_spawn_and_status(argv, **kwargs))
             tg.cancel_scope.cancel()
 
-        tg.start_soon(
-            lambda: race(["/bin/sh", "-c", "read line"], stdin=subprocess.PIPE)
-        )
+        tg.start_soon(lambda: race(["/bin/sh", "-c", "read line"], stdin=subprocess.PIPE))
         tg.start_soon(lambda: race(["/bin/false"]))
     assert len(winner) == 1
     assert winner[0].code == 1

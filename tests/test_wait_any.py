@@ -7,6 +7,7 @@ import resource
 import subprocess
 
 import pytest
+
 from _beyond import Interrupted, Procs, RaisingSignal, proc_state, wait_until
 from pidfd import AsyncPidFd, PidFd, wait_any
 

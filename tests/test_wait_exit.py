@@ -15,6 +15,7 @@ import time
 
 import anyio
 import pytest
+
 from _beyond import (
     PY,
     Interrupted,

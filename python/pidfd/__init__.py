@@ -14,7 +14,11 @@ number. Wait for it (:meth:`PidFd.wait`), signal it
         print(handle.wait().status)   # ExitStatus(code=0)
 """
 
+from __future__ import annotations
+
 import sys
+from collections.abc import Iterable
+from typing import TypeVar
 
 if not sys.platform.startswith("linux"):  # pragma: no cover - exercised on other OSes
     raise ImportError(
@@ -44,7 +48,12 @@ __all__ = [
 ]
 
 
-def wait_any(handles, timeout=None):
+# Bound to the union so that a list of PidFd comes back as list[PidFd], and a
+# mixed list as the union.
+_Handle = TypeVar("_Handle", bound="PidFd | AsyncPidFd")
+
+
+def wait_any(handles: Iterable[_Handle], timeout: float | None = None) -> list[_Handle]:
     """Block until at least one handle's process has exited; return those that have.
 
     ``handles`` is any iterable of :class:`PidFd` or :class:`AsyncPidFd`; the
@@ -62,4 +71,4 @@ def wait_any(handles, timeout=None):
     natives = [h._pidfd if isinstance(h, AsyncPidFd) else h for h in handles]
     done = _wait_any(natives, timeout)
     done_ids = {id(h) for h in done}
-    return [h for h, n in zip(handles, natives) if id(n) in done_ids]
+    return [h for h, n in zip(handles, natives, strict=True) if id(n) in done_ids]

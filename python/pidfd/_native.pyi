@@ -1,0 +1,325 @@
+"""Type stubs for ``pidfd._native``, the compiled core of async-pidfd.
+
+Hand-written to match ``src/lib.rs`` exactly; ``python -m mypy.stubtest
+pidfd._native`` checks them against the built module in CI. The classes are
+created by the native module only (they have no public constructor) and
+cannot be subclassed.
+"""
+
+import os
+import resource
+from collections.abc import Iterable
+from typing import Literal, Self, final
+
+from _typeshed import HasFileno
+
+__all__ = [
+    "_REAP_GRACE",
+    "ExitInfo",
+    "ExitStatus",
+    "PidFd",
+    "ProcessInfo",
+    "__version__",
+    "wait_any",
+]
+
+__version__: str
+"""The package version, taken from ``Cargo.toml`` at build time."""
+
+_REAP_GRACE: float
+"""Internal: seconds ``wait_exit()`` gives a non-child's parent to reap it.
+
+Shared by ``PidFd.wait_exit``, ``AsyncPidFd.wait_exit`` and the CLI.
+"""
+
+@final
+class PidFd:
+    """A race-free handle on a process (or, with ``thread=True``, on one thread).
+
+    Unlike a numeric pid, an open handle can never come to refer to another
+    process that reused the number. It owns a file descriptor: close it with
+    :meth:`close` or a ``with`` block.
+
+    Example::
+
+        import subprocess
+        from pidfd import PidFd
+
+        child = subprocess.Popen(["true"])
+        with PidFd.from_pid(child.pid) as handle:
+            print(handle.wait().status)   # ExitStatus(code=0)
+    """
+
+    @staticmethod
+    def from_pid(pid: int, *, thread: bool = False) -> PidFd:
+        """Open a handle on process ``pid`` with ``pidfd_open(2)`` (Linux >= 5.3).
+
+        For a child that has not been waited for this cannot race: its pid is
+        not reused until it is reaped. With ``thread=True`` (``PIDFD_THREAD``,
+        Linux >= 6.9) ``pid`` is a thread id and the handle refers to that
+        thread. ``ProcessLookupError`` if there is no such process,
+        ``ValueError`` for a pid <= 0, ``OSError(ENOSYS)`` on an older kernel.
+        """
+
+    @staticmethod
+    def from_fd(fd: int) -> PidFd:
+        """Adopt an existing pidfd, e.g. from ``os.pidfd_open()`` or ``SCM_RIGHTS``.
+
+        On success the handle owns ``fd`` and will close it; on error ``fd`` is
+        left open and still belongs to the caller. ``ValueError`` if ``fd`` is
+        not a pidfd.
+        """
+
+    @staticmethod
+    def from_socket_peer(sock: HasFileno | int) -> PidFd:
+        """A handle on the process at the other end of a connected Unix socket.
+
+        Uses ``SO_PEERPIDFD`` (Linux >= 6.5): who connected, without the pid
+        race of ``SO_PEERCRED``. ``sock`` is a socket object or its fd.
+        """
+
+    @property
+    def pid(self) -> int:
+        """The process (or thread) id; still readable after :meth:`close`."""
+
+    @property
+    def thread(self) -> bool:
+        """Whether the handle refers to a single thread (``thread=True``)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+
+    def fileno(self) -> int:
+        """The raw fd, for ``select``, ``selectors`` or an event loop.
+
+        It polls readable once the process has exited. ``ValueError`` once
+        the handle is closed.
+        """
+
+    def close(self) -> None:
+        """Close the fd. Idempotent.
+
+        A call blocked in another thread keeps its own reference, so the fd
+        number is released (and can be reused) only when that call returns.
+        """
+
+    def __enter__(self) -> Self:
+        """Return the handle itself."""
+
+    def __exit__(self, *_exc: object) -> Literal[False]:
+        """Close the handle; exceptions propagate."""
+
+    def wait(self, timeout: float | None = None) -> ExitInfo:
+        """Block until the child exits, reap it and return its :class:`ExitInfo`.
+
+        ``waitid(P_PIDFD)``, Linux >= 5.4. Releases the GIL while blocked. A
+        signal handler that raises (Ctrl-C) interrupts the wait with that
+        exception, and ``TimeoutError`` ends it after ``timeout`` seconds; in
+        both cases the child stays unreaped. ``ChildProcessError`` if the
+        process is not a child of this one, or was already reaped.
+        """
+
+    def try_wait(self) -> ExitInfo | None:
+        """Reap the child if it has exited and return its :class:`ExitInfo`.
+
+        ``None`` while it is still running. Never blocks.
+        """
+
+    def send_signal(self, sig: int) -> None:
+        """Send signal ``sig`` (an int or a ``signal.Signals``) through the pidfd.
+
+        ``pidfd_send_signal(2)``, Linux >= 5.1: the signal reaches this process
+        or fails with ``ProcessLookupError``, never a process that reused the
+        pid. ``sig=0`` only checks that the process exists.
+        """
+
+    def kill(self) -> None:
+        """Send ``SIGKILL``."""
+
+    def terminate(self) -> None:
+        """Send ``SIGTERM``."""
+
+    def is_alive(self) -> bool:
+        """Whether the process is still running.
+
+        ``False`` once it has exited, whether a zombie or reaped. Never blocks
+        and never reaps; works for any process, not only children.
+        """
+
+    def wait_exit(self, timeout: float | None = None) -> ExitStatus | None:
+        """Block until the process exits, child or not, without reaping it.
+
+        Returns its :class:`ExitStatus` where the kernel can tell (a zombie
+        child, peeked with ``WNOWAIT``; or ``PIDFD_INFO_EXIT``, Linux >= 6.15,
+        once the process has been reaped), else ``None`` -- never a made-up
+        status. ``TimeoutError`` after ``timeout`` seconds.
+        """
+
+    def info(self) -> ProcessInfo:
+        """What the kernel knows about the process (``PIDFD_GET_INFO``, Linux >= 6.13)."""
+
+    def getfd(self, fd: int) -> int:
+        """Duplicate the target process's file descriptor ``fd`` into this process.
+
+        ``pidfd_getfd(2)``, Linux >= 5.6. The new fd is close-on-exec and the
+        caller's to close. ``PermissionError`` without ptrace rights over the
+        target.
+        """
+
+    def _exit_status_now(self) -> tuple[bool, ExitStatus | None]:
+        """Internal (used by ``AsyncPidFd``): ``wait_exit()``'s answer, without blocking."""
+
+@final
+class ExitInfo:
+    """How a child ended, as ``waitid(2)`` reported it when it was reaped.
+
+    Example::
+
+        info = PidFd.from_pid(child.pid).wait()
+        print(info.status.returncode, info.rusage.ru_utime)
+    """
+
+    @property
+    def status(self) -> ExitStatus:
+        """The decoded :class:`ExitStatus`."""
+
+    @property
+    def pid(self) -> int:
+        """The pid that exited (``siginfo.si_pid``)."""
+
+    @property
+    def siginfo(self) -> os.waitid_result:
+        """The ``siginfo_t`` as the standard library's ``os.waitid_result``."""
+
+    @property
+    def rusage(self) -> resource.struct_rusage:
+        """Resource usage of the child and its waited-for descendants.
+
+        The standard library's ``resource.struct_rusage``, as ``os.wait4``
+        returns it.
+        """
+
+@final
+class ExitStatus:
+    """How a process ended, decoded from the ``wait(2)`` status word.
+
+    Equal (and hashing equal) when the status words are equal.
+
+    Example::
+
+        import os
+        status = ExitStatus.from_waitstatus(os.system("exit 3"))
+        print(status.code, status.returncode)   # 3 3
+    """
+
+    @staticmethod
+    def from_waitstatus(waitstatus: int) -> ExitStatus:
+        """From a ``wait(2)`` status word, e.g. ``os.waitpid(pid, 0)[1]``.
+
+        ``ValueError`` for a stopped or continued status, or one out of range.
+        """
+
+    @staticmethod
+    def from_siginfo(si_code: int, si_status: int) -> ExitStatus:
+        """From ``si_code`` and ``si_status``, e.g. of an ``os.waitid()`` result."""
+
+    @property
+    def code(self) -> int | None:
+        """The exit code if the process exited normally, else ``None``."""
+
+    @property
+    def signal(self) -> int | None:
+        """The number of the signal that killed the process, else ``None``."""
+
+    @property
+    def success(self) -> bool:
+        """``True`` for exit code 0."""
+
+    @property
+    def core_dumped(self) -> bool:
+        """Whether the process dumped core when a signal killed it."""
+
+    @property
+    def returncode(self) -> int:
+        """The ``subprocess`` convention: the exit code, or minus the signal number."""
+
+    @property
+    def waitstatus(self) -> int:
+        """The ``wait(2)`` status word, for ``os.WIFEXITED`` and friends."""
+
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class ProcessInfo:
+    """What ``PIDFD_GET_INFO`` reported about a process.
+
+    Fields the kernel did not report are ``None``: once a process has been
+    reaped only ``cgroupid`` and ``exit_status`` remain.
+
+    Example::
+
+        info = PidFd.from_pid(os.getpid()).info()
+        print(info.ppid == os.getppid())   # True
+    """
+
+    @property
+    def pid(self) -> int:
+        """The pid the handle refers to."""
+
+    @property
+    def tgid(self) -> int | None:
+        """Thread-group id, i.e. the process id (differs from ``pid`` for a thread)."""
+
+    @property
+    def ppid(self) -> int | None:
+        """The parent's pid."""
+
+    @property
+    def ruid(self) -> int | None:
+        """Real user id."""
+
+    @property
+    def euid(self) -> int | None:
+        """Effective user id."""
+
+    @property
+    def suid(self) -> int | None:
+        """Saved set-user-id."""
+
+    @property
+    def fsuid(self) -> int | None:
+        """Filesystem user id."""
+
+    @property
+    def rgid(self) -> int | None:
+        """Real group id."""
+
+    @property
+    def egid(self) -> int | None:
+        """Effective group id."""
+
+    @property
+    def sgid(self) -> int | None:
+        """Saved set-group-id."""
+
+    @property
+    def fsgid(self) -> int | None:
+        """Filesystem group id."""
+
+    @property
+    def cgroupid(self) -> int | None:
+        """The cgroup v2 id."""
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        """How the process ended, once it has exited and the kernel can tell."""
+
+def wait_any(handles: Iterable[PidFd], timeout: float | None = None) -> list[PidFd]:
+    """Block until at least one handle's process has exited; return those that have.
+
+    The exited handles come back as the same objects, in the order given.
+    One ``poll(2)`` watches them all; nothing is reaped. ``TimeoutError`` if
+    none exits within ``timeout`` seconds, ``ValueError`` for no handles.
+    """

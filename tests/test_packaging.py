@@ -1,0 +1,64 @@
+"""What the installed distribution carries: typing markers, stubs, the native module.
+
+Meant to run against an installed wheel (``.ci/run`` does so from a copy of
+``tests/`` outside the source tree), so that a file left out of the wheel
+fails here rather than in a user's editor.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+import pidfd
+import pidfd._native
+
+PACKAGE_DIR = Path(pidfd.__file__).resolve().parent
+
+
+def test_py_typed_ships_with_the_package() -> None:
+    # PEP 561: without the marker, type checkers ignore the package's hints.
+    assert (PACKAGE_DIR / "py.typed").is_file()
+
+
+def test_native_stub_ships_next_to_the_native_module() -> None:
+    stub = PACKAGE_DIR / "_native.pyi"
+    assert stub.is_file()
+    text = stub.read_text(encoding="utf-8")
+    for name in pidfd._native.__all__:
+        assert name in text, f"{name} missing from {stub}"
+
+
+def test_native_module_is_the_compiled_extension_inside_the_package() -> None:
+    native = Path(pidfd._native.__file__).resolve()
+    assert native.parent == PACKAGE_DIR
+    # abi3 build: one extension serves every CPython >= 3.11.
+    assert native.name.endswith(".so"), native.name
+
+
+def test_version_matches_the_distribution_metadata() -> None:
+    assert pidfd.__version__ == importlib.metadata.version("async-pidfd")
+
+
+@pytest.mark.skipif(
+    os.environ.get("PIDFD_EXPECT_INSTALLED") != "1",
+    reason="only when testing an installed wheel (PIDFD_EXPECT_INSTALLED=1, set by .ci/run)",
+)
+def test_imported_from_site_packages() -> None:
+    # A wheel test that silently imported the source tree instead must fail.
+    assert "site-packages" in PACKAGE_DIR.parts, PACKAGE_DIR
+
+
+@pytest.mark.skipif(
+    not sysconfig.get_config_var("Py_GIL_DISABLED"),
+    reason="needs a free-threaded CPython build (3.13t or later)",
+)
+def test_free_threaded_python_keeps_the_gil_off() -> None:
+    # CPython re-enables the GIL when it imports an extension that does not
+    # declare gil_used = false; pidfd._native is imported above.
+    assert not sys._is_gil_enabled()  # type: ignore[attr-defined]
