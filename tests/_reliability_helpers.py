@@ -11,10 +11,12 @@ signalling a recycled pid.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -130,3 +132,22 @@ def rss_bytes() -> int:
 
 def readable_now(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
+
+
+def run_script(script: str, *args: str, what: str) -> dict:
+    """Run ``python -c script *args`` and return the JSON object it prints.
+
+    Fails the test (instead of stalling it) if the script hangs, saying
+    ``what`` hung; fails with the script's stderr if it exits non-zero.
+    """
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{what} hung: {e.stderr!r}")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

@@ -35,11 +35,6 @@ def kind(request):
     return request.param
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request):
-    return request.param
-
-
 def start(procs: Procs, kind: str, code: str, **kw):
     return procs.child(code, **kw) if kind == "child" else procs.grandchild(code, **kw)
 

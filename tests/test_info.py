@@ -212,11 +212,6 @@ def test_info_on_closed_handle_raises(procs):
         handle.info()
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request):
-    return request.param
-
-
 @pytest.mark.anyio
 async def test_async_info(procs):
     proc = procs.child("sys.exit(3)")

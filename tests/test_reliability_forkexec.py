@@ -126,17 +126,9 @@ FORKED_CHILD_SCRIPT = textwrap.dedent(
 
 
 def test_forked_child_using_parents_handle_gets_clear_error() -> None:
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", FORKED_CHILD_SCRIPT, rh.SLEEP],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"forked child hung using its parent's handle: {e.stderr!r}")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = rh.run_script(
+        FORKED_CHILD_SCRIPT, rh.SLEEP, what="forked child using its parent's handle"
+    )
     for call in ("wait", "try_wait"):
         kind, message, seconds = report[call]
         assert kind == "ChildProcessError", report

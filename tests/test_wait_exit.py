@@ -261,11 +261,6 @@ def test_wait_exit_not_reaped_so_wait_still_works(procs):
 # --- async ----------------------------------------------------------------
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request):
-    return request.param
-
-
 @pytest.mark.anyio
 async def test_async_wait_exit_child_then_popen(procs):
     proc = procs.child("sys.exit(21)")
