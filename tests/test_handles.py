@@ -81,7 +81,7 @@ def test_getfd_regular_file(procs, tmp_path):
     path = tmp_path / "data"
     path.write_bytes(b"0123456789")
     proc = procs.child(
-        f"import os\nfd = os.open({str(path)!r}, os.O_RDONLY)\nprint(fd, flush=True)\n"
+        f"import os, sys\nfd = os.open({str(path)!r}, os.O_RDONLY)\nprint(fd, flush=True)\n"
         "sys.stdin.buffer.read(1)\n",
         wait_for_release=False,
     )
