@@ -93,12 +93,6 @@ impl Exit {
             (None, None) => self.0,
         }
     }
-
-    /// The shell convention: the exit code, or 128 + the signal number.
-    pub fn shell_code(self) -> i32 {
-        self.signal()
-            .map_or_else(|| self.code().unwrap_or(0), |sig| 128 + sig)
-    }
 }
 
 #[cfg(test)]
@@ -128,7 +122,6 @@ mod tests {
             assert_eq!(exit.signal(), None);
             assert!(!exit.core_dumped());
             assert_eq!(exit.returncode(), code);
-            assert_eq!(exit.shell_code(), code);
         }
     }
 
@@ -146,7 +139,6 @@ mod tests {
                 assert_eq!(exit.signal(), Some(sig));
                 assert_eq!(exit.core_dumped(), dumped);
                 assert_eq!(exit.returncode(), -sig);
-                assert_eq!(exit.shell_code(), 128 + sig);
             }
         }
     }
