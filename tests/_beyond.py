@@ -77,6 +77,11 @@ class Procs:
         self._popens.append(popen)
         return Proc(popen.pid, popen, True)
 
+    def start(self, kind: str, code: str, *, wait_for_release: bool = True) -> Proc:
+        """A ``"child"`` or a ``"non-child"`` (grandchild) running ``code``."""
+        spawn = self.child if kind == "child" else self.grandchild
+        return spawn(code, wait_for_release=wait_for_release)
+
     def grandchild(self, code: str, *, wait_for_release: bool = True) -> Proc:
         """A non-child running ``code``: the child of an intermediate process."""
         prefix = WAIT_FOR_RELEASE if wait_for_release else ""

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from _beyond import Procs
+
 # A non-interactive shell that starts a job in the background (nohup, `&`, some
 # CI runners) hands it SIGINT ignored, and children inherit that. Python then
 # installs no KeyboardInterrupt handler, and a child cannot die of SIGINT.
@@ -74,4 +76,17 @@ def no_fd_leak() -> Iterator[None]:
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run every ``@pytest.mark.anyio`` test under asyncio and under trio."""
+    return str(request.param)
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    """Children and grandchildren held on stdin until released; all reaped after."""
+    with Procs() as p:
+        yield p
+
+
+@pytest.fixture(params=["child", "non-child"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Run a test once on a child of ours and once on an unrelated process."""
     return str(request.param)

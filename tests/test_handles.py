@@ -12,7 +12,7 @@ import subprocess
 import anyio
 import pytest
 
-from _beyond import PY, Procs, kernel_at_least, proc_state
+from _beyond import PY, kernel_at_least, proc_state
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 
 HAS_INFO_EXIT = kernel_at_least(6, 15)
@@ -22,21 +22,6 @@ needs_thread = pytest.mark.skipif(
 needs_peerpidfd = pytest.mark.skipif(
     not kernel_at_least(6, 5), reason="SO_PEERPIDFD needs Linux >= 6.5"
 )
-
-
-@pytest.fixture
-def procs():
-    with Procs() as p:
-        yield p
-
-
-@pytest.fixture(params=["child", "non-child"])
-def kind(request):
-    return request.param
-
-
-def start(procs: Procs, kind: str, code: str, **kw):
-    return procs.child(code, **kw) if kind == "child" else procs.grandchild(code, **kw)
 
 
 def assert_cloexec(fd: int) -> None:
@@ -60,7 +45,7 @@ sys.stdin.buffer.read(1)
 
 
 def test_getfd_reads_and_writes_through_duplicates(procs, kind):
-    proc = start(procs, kind, "import sys\n" + PIPES, wait_for_release=False)
+    proc = procs.start(kind, "import sys\n" + PIPES, wait_for_release=False)
     w1, r2 = map(int, proc.readline().split())
     with PidFd.from_pid(proc.pid) as handle:
         mine_w = handle.getfd(w1)
@@ -284,7 +269,7 @@ async def test_async_thread_handle(procs):
 
 
 def test_from_fd_adopts_and_owns(procs, kind):
-    proc = start(procs, kind, "")
+    proc = procs.start(kind, "")
     raw = os.pidfd_open(proc.pid)
     handle = PidFd.from_fd(raw)
     try:
@@ -407,7 +392,7 @@ def test_socket_peer_of_a_unix_server(procs, kind, tmp_path):
         server.bind(path)
         server.listen()
         server.settimeout(10)
-        proc = start(procs, kind, CLIENT.format(path=path), wait_for_release=False)
+        proc = procs.start(kind, CLIENT.format(path=path), wait_for_release=False)
         conn, _ = server.accept()
         with conn:
             conn.settimeout(10)

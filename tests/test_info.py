@@ -8,7 +8,7 @@ import signal
 import anyio
 import pytest
 
-from _beyond import Procs, kernel_at_least, proc_state, wait_until
+from _beyond import kernel_at_least, proc_state, wait_until
 from pidfd import AsyncPidFd, ExitStatus, PidFd, ProcessInfo
 
 pytestmark = pytest.mark.skipif(
@@ -32,12 +32,6 @@ FIELDS = [
     "exit_status",
 ]
 LIVE_ONLY = [f for f in FIELDS if f not in ("pid", "cgroupid", "exit_status")]
-
-
-@pytest.fixture
-def procs():
-    with Procs() as p:
-        yield p
 
 
 def proc_status(pid: int) -> dict[str, list[int]]:

@@ -8,17 +8,11 @@ import subprocess
 
 import pytest
 
-from _beyond import Interrupted, Procs, RaisingSignal, proc_state, wait_until
+from _beyond import Interrupted, RaisingSignal, proc_state, wait_until
 from pidfd import AsyncPidFd, PidFd, wait_any
 
 N_PROCS = 300
 N_QUICK = 30
-
-
-@pytest.fixture
-def procs():
-    with Procs() as p:
-        yield p
 
 
 class Sleepers:

@@ -19,7 +19,6 @@ import pytest
 from _beyond import (
     PY,
     Interrupted,
-    Procs,
     RaisingSignal,
     kernel_at_least,
     proc_state,
@@ -30,26 +29,11 @@ from pidfd import AsyncPidFd, ExitStatus, PidFd
 HAS_INFO_EXIT = kernel_at_least(6, 15)
 
 
-@pytest.fixture
-def procs():
-    with Procs() as p:
-        yield p
-
-
-@pytest.fixture(params=["child", "non-child"])
-def kind(request):
-    return request.param
-
-
-def start(procs: Procs, kind: str, code: str):
-    return procs.child(code) if kind == "child" else procs.grandchild(code)
-
-
 # --- is_alive -------------------------------------------------------------
 
 
 def test_is_alive_false_once_exited_zombie_then_reaped(procs, kind):
-    proc = start(procs, kind, "import time; time.sleep(0.05)")
+    proc = procs.start(kind, "import time; time.sleep(0.05)")
     with PidFd.from_pid(proc.pid) as handle:
         assert handle.is_alive()
         if kind == "child":
@@ -66,7 +50,7 @@ def test_is_alive_false_once_exited_zombie_then_reaped(procs, kind):
 
 
 def test_is_alive_stays_true_while_running(procs, kind):
-    proc = start(procs, kind, "")
+    proc = procs.start(kind, "")
     with PidFd.from_pid(proc.pid) as handle:
         for _ in range(3):
             assert handle.is_alive()
@@ -188,7 +172,7 @@ def test_wait_exit_non_child_never_invents_a_status(procs):
 
 
 def test_wait_exit_timeout(procs, kind):
-    proc = start(procs, kind, "")
+    proc = procs.start(kind, "")
     with PidFd.from_pid(proc.pid) as handle:
         with pytest.raises(TimeoutError, match=str(proc.pid)):
             handle.wait_exit(0.2)
@@ -199,7 +183,7 @@ def test_wait_exit_timeout(procs, kind):
 
 @pytest.mark.parametrize("timeout", [0, -1.0])
 def test_wait_exit_zero_timeout_checks_once(procs, kind, timeout):
-    proc = start(procs, kind, "sys.exit(2)")
+    proc = procs.start(kind, "sys.exit(2)")
     with PidFd.from_pid(proc.pid) as handle:
         with pytest.raises(TimeoutError):
             handle.wait_exit(timeout)
@@ -224,7 +208,7 @@ def test_wait_exit_nan_timeout_refused(procs):
 
 
 def test_wait_exit_interrupted_by_raising_signal_handler(procs, kind):
-    proc = start(procs, kind, "")
+    proc = procs.start(kind, "")
     with PidFd.from_pid(proc.pid) as handle:
         with RaisingSignal(0.2), pytest.raises(Interrupted):
             handle.wait_exit(20)
