@@ -53,16 +53,19 @@ SIZES = {
         "w2": {"sizes": [200, 1000], "reps": 5, "mem_reps": 2},
         "w3": {"rounds": 60, "chunks": 3},
         "w4": {"n": 5000, "reps": 3},
+        "w5": {"sizes": [200, 2000], "reps": 3},
     },
     "quick": {
         "w1": {"batch": 50, "reps": 5},
         "w2": {"sizes": [50, 200], "reps": 2, "mem_reps": 1},
         "w3": {"rounds": 9, "chunks": 3},
         "w4": {"n": 300, "reps": 1},
+        "w5": {"sizes": [20, 50], "reps": 1},
     },
 }
 
 BACKENDS = ("asyncio", "trio")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
 
 
 # --- worker side ----------------------------------------------------------------
@@ -93,6 +96,10 @@ def worker_main(kind: str, cfg: dict, out: str) -> None:
         import w4_scale
 
         result = w4_scale.run(cfg)
+    elif kind == "w5":
+        import w5_popen
+
+        result = w5_popen.run(cfg)
     else:
         raise SystemExit(f"unknown worker kind {kind!r}")
     Path(out).write_text(json.dumps(result))
@@ -204,16 +211,31 @@ def machine() -> dict:
     }
 
 
-def collect(sizes: dict) -> dict:
+def collect(sizes: dict, only: tuple[str, ...] = WORKLOADS) -> dict:
     res: dict[str, Any] = {}
     t0 = time.monotonic()
 
     def stage(msg: str) -> None:
         _util.log(f"[{time.monotonic() - t0:5.0f} s] {msg}")
 
-    stage("W1: sync reap of an exited child ...")
-    res["w1"] = run_worker("w1", sizes["w1"])
+    if "w1" in only:
+        stage("W1: sync reap of an exited child ...")
+        res["w1"] = run_worker("w1", sizes["w1"])
+    if "w2" in only:
+        collect_w2(sizes, res, stage)
+    if "w3" in only:
+        stage("W3: wake-up latency ...")
+        res["w3"] = run_worker("w3", sizes["w3"])
+    if "w4" in only:
+        collect_w4(sizes, res, stage)
+    if "w5" in only:
+        stage("W5: sync spawn+wait, pidfd.Popen vs subprocess ...")
+        res["w5"] = run_worker("w5", sizes["w5"])
+    stage("done")
+    return res
 
+
+def collect_w2(sizes: dict, res: dict, stage: Any) -> None:
     stage("W2: async fan-in, timing ...")
     w2 = sizes["w2"]
     peer_names = run_worker("w2-peers", {})
@@ -241,9 +263,8 @@ def collect(sizes: dict) -> dict:
         "memory_n": max(w2["sizes"]),
     }
 
-    stage("W3: wake-up latency ...")
-    res["w3"] = run_worker("w3", sizes["w3"])
 
+def collect_w4(sizes: dict, res: dict, stage: Any) -> None:
     stage(f"W4: scale, {sizes['w4']['n']} children ...")
     w4: dict[str, dict[str, list]] = {b: {"floor": [], "ours": []} for b in BACKENDS}
     for rep in range(sizes["w4"]["reps"]):
@@ -253,8 +274,6 @@ def collect(sizes: dict) -> dict:
                     run_worker("w4", {"backend": backend, "peer": peer, "n": sizes["w4"]["n"]})
                 )
     res["w4"] = {"n": sizes["w4"]["n"], "runs": w4}
-    stage("done")
-    return res
 
 
 # --- analysis ---------------------------------------------------------------------
@@ -266,73 +285,79 @@ def analyse(raw: dict) -> dict:
     import w2_fanin  # for the floor / ours names only
 
     out: dict[str, Any] = {}
-    out["w1"] = raw["w1"]
+    if "w1" in raw:
+        out["w1"] = raw["w1"]
 
-    w2 = raw["w2"]
-    a2: dict[str, Any] = {}
-    for backend in BACKENDS:
-        a2[backend] = {}
-        for n in map(str, w2["sizes"]):
-            per_peer = {}
-            for peer in w2["peers"][backend]:
-                runs = [t[n] for t in w2["timing"][backend]]
-                per_peer[peer] = {
-                    "seconds": S([r[peer]["seconds"] for r in runs]),
-                    "ratio_to_floor": S(
-                        [r[peer]["seconds"] / r[w2_fanin.FLOOR]["seconds"] for r in runs]
-                    ),
-                    "cpu_us_per_child": S([r[peer]["cpu_us_per_child"] for r in runs]),
-                    "cpu_ratio_to_floor": S(
-                        [
-                            r[peer]["cpu_us_per_child"] / r[w2_fanin.FLOOR]["cpu_us_per_child"]
-                            for r in runs
-                        ]
-                    ),
+    if "w2" in raw:
+        w2 = raw["w2"]
+        a2: dict[str, Any] = {}
+        for backend in BACKENDS:
+            a2[backend] = {}
+            for n in map(str, w2["sizes"]):
+                per_peer = {}
+                for peer in w2["peers"][backend]:
+                    runs = [t[n] for t in w2["timing"][backend]]
+                    per_peer[peer] = {
+                        "seconds": S([r[peer]["seconds"] for r in runs]),
+                        "ratio_to_floor": S(
+                            [r[peer]["seconds"] / r[w2_fanin.FLOOR]["seconds"] for r in runs]
+                        ),
+                        "cpu_us_per_child": S([r[peer]["cpu_us_per_child"] for r in runs]),
+                        "cpu_ratio_to_floor": S(
+                            [
+                                r[peer]["cpu_us_per_child"] / r[w2_fanin.FLOOR]["cpu_us_per_child"]
+                                for r in runs
+                            ]
+                        ),
+                    }
+                a2[backend][n] = per_peer
+            a2[backend]["memory"] = {
+                peer: {
+                    "peak_threads": S([m["peak_threads"] for m in mem]),
+                    "peak_rss_growth_mib": S([m["peak_rss_growth_kib"] / 1024 for m in mem]),
                 }
-            a2[backend][n] = per_peer
-        a2[backend]["memory"] = {
-            peer: {
-                "peak_threads": S([m["peak_threads"] for m in mem]),
-                "peak_rss_growth_mib": S([m["peak_rss_growth_kib"] / 1024 for m in mem]),
+                for peer, mem in w2["memory"][backend].items()
             }
-            for peer, mem in w2["memory"][backend].items()
+        out["w2"] = {
+            "sizes": w2["sizes"],
+            "memory_n": w2["memory_n"],
+            "floor": w2_fanin.FLOOR,
+            "ours": w2_fanin.OURS,
+            "backends": a2,
         }
-    out["w2"] = {
-        "sizes": w2["sizes"],
-        "memory_n": w2["memory_n"],
-        "floor": w2_fanin.FLOOR,
-        "ours": w2_fanin.OURS,
-        "backends": a2,
-    }
 
-    out["w3"] = raw["w3"]
+    if "w3" in raw:
+        out["w3"] = raw["w3"]
 
-    w4 = raw["w4"]
-    a4: dict[str, Any] = {"n": w4["n"]}
-    for backend in BACKENDS:
-        runs = w4["runs"][backend]
-        a4[backend] = {
-            peer: {
-                "threads": S([r["threads"] for r in runs[peer]]),
-                "fds_growth": S([r["fds_growth"] for r in runs[peer]]),
-                "rss_growth_mib": S([r["rss_growth_kib"] / 1024 for r in runs[peer]]),
-                "kill_to_reaped_s": S([r["kill_to_reaped_s"] for r in runs[peer]]),
+    if "w4" in raw:
+        w4 = raw["w4"]
+        a4: dict[str, Any] = {"n": w4["n"]}
+        for backend in BACKENDS:
+            runs = w4["runs"][backend]
+            a4[backend] = {
+                peer: {
+                    "threads": S([r["threads"] for r in runs[peer]]),
+                    "fds_growth": S([r["fds_growth"] for r in runs[peer]]),
+                    "rss_growth_mib": S([r["rss_growth_kib"] / 1024 for r in runs[peer]]),
+                    "kill_to_reaped_s": S([r["kill_to_reaped_s"] for r in runs[peer]]),
+                }
+                for peer in ("floor", "ours")
             }
-            for peer in ("floor", "ours")
-        }
-        a4[backend]["ours_minus_floor_rss_mib"] = S(
-            [
-                (o["rss_growth_kib"] - f["rss_growth_kib"]) / 1024
-                for o, f in zip(runs["ours"], runs["floor"])
-            ]
-        )
-        a4[backend]["ours_to_floor_reap_time"] = S(
-            [
-                o["kill_to_reaped_s"] / f["kill_to_reaped_s"]
-                for o, f in zip(runs["ours"], runs["floor"])
-            ]
-        )
-    out["w4"] = a4
+            a4[backend]["ours_minus_floor_rss_mib"] = S(
+                [
+                    (o["rss_growth_kib"] - f["rss_growth_kib"]) / 1024
+                    for o, f in zip(runs["ours"], runs["floor"])
+                ]
+            )
+            a4[backend]["ours_to_floor_reap_time"] = S(
+                [
+                    o["kill_to_reaped_s"] / f["kill_to_reaped_s"]
+                    for o, f in zip(runs["ours"], runs["floor"])
+                ]
+            )
+        out["w4"] = a4
+    if "w5" in raw:
+        out["w5"] = raw["w5"]
     out["targets"] = targets(out)
     return out
 
@@ -345,106 +370,136 @@ def targets(a: dict) -> list[dict]:
     def add(name: str, met: bool, detail: str) -> None:
         t.append({"target": name, "met": bool(met), "detail": detail})
 
-    w1 = a["w1"]["ours_full_vs_stdlib"]
-    add(
-        "W1 ours (open+wait+close, status+rusage read) <= stdlib pidfd_open+waitid+close",
-        w1["median"] <= 1.0,
-        f"ratio {w1['median']:.3f} (min {w1['min']:.3f}, max {w1['max']:.3f})",
-    )
-
-    w2 = a["w2"]
-    floor, ours = w2["floor"], w2["ours"]
-    for backend in BACKENDS:
-        b = w2["backends"][backend]
-        ratios = {n: b[str(n)][ours]["ratio_to_floor"]["median"] for n in w2["sizes"]}
-        cpu = {n: b[str(n)][ours]["cpu_ratio_to_floor"]["median"] for n in w2["sizes"]}
+    if "w1" in a:
+        w1 = a["w1"]["ours_full_vs_stdlib"]
         add(
-            f"W2 {backend}: ours <= 1.05x floor (total time)",
-            all(r <= 1.05 for r in ratios.values()),
-            ", ".join(f"N={n}: {r:.3f}x" for n, r in ratios.items())
-            + "; parent CPU per child: "
-            + ", ".join(f"N={n}: {r:.3f}x" for n, r in cpu.items()),
+            "W1 ours (open+wait+close, status+rusage read) <= stdlib pidfd_open+waitid+close",
+            w1["median"] <= 1.0,
+            f"ratio {w1['median']:.3f} (min {w1['min']:.3f}, max {w1['max']:.3f})",
         )
-        thr = b["memory"][ours]["peak_threads"]["max"]
-        add(f"W2 {backend}: ours uses one OS thread", thr == 1, f"peak threads {thr}")
-        rivals = [
-            p
-            for p in b["memory"]
-            if p not in (floor, ours, w2_fanin.OURS_THREADED) and "PidfdChildWatcher" not in p
-        ]
-        lines, ok = [], True
-        for n in w2["sizes"]:
-            mine = b[str(n)][ours]["seconds"]["median"]
-            for p in rivals:
-                theirs = b[str(n)][p]["seconds"]["median"]
-                ok &= mine < theirs
-                lines.append(f"N={n} vs {p}: {mine / theirs:.2f}x")
-        if backend == "trio":
-            med = {
-                (n, p): b[str(n)][p]["seconds"]["median"]
-                for n in w2["sizes"]
-                for p in [*rivals, w2_fanin.OURS_THREADED]
-            }
-            ratios = [
-                f"N={n} vs {p}: {med[n, w2_fanin.OURS_THREADED] / med[n, p]:.2f}x"
-                for n in w2["sizes"]
-                for p in rivals
-            ]
-            lines.append(
-                "(for insight, not the target: ours spawned as trio spawns vs those peers: "
-                + ", ".join(ratios)
-                + ")"
+
+    if "w2" in a:
+        w2 = a["w2"]
+        floor, ours = w2["floor"], w2["ours"]
+        for backend in BACKENDS:
+            b = w2["backends"][backend]
+            ratios = {n: b[str(n)][ours]["ratio_to_floor"]["median"] for n in w2["sizes"]}
+            cpu = {n: b[str(n)][ours]["cpu_ratio_to_floor"]["median"] for n in w2["sizes"]}
+            add(
+                f"W2 {backend}: ours <= 1.05x floor (total time)",
+                all(r <= 1.05 for r in ratios.values()),
+                ", ".join(f"N={n}: {r:.3f}x" for n, r in ratios.items())
+                + "; parent CPU per child: "
+                + ", ".join(f"N={n}: {r:.3f}x" for n, r in cpu.items()),
             )
-        add(f"W2 {backend}: ours ahead of " + ", ".join(rivals), ok, "; ".join(lines))
+            thr = b["memory"][ours]["peak_threads"]["max"]
+            add(f"W2 {backend}: ours uses one OS thread", thr == 1, f"peak threads {thr}")
+            rivals = [
+                p
+                for p in b["memory"]
+                if p not in (floor, ours, w2_fanin.OURS_THREADED) and "PidfdChildWatcher" not in p
+            ]
+            lines, ok = [], True
+            for n in w2["sizes"]:
+                mine = b[str(n)][ours]["seconds"]["median"]
+                for p in rivals:
+                    theirs = b[str(n)][p]["seconds"]["median"]
+                    ok &= mine < theirs
+                    lines.append(f"N={n} vs {p}: {mine / theirs:.2f}x")
+            if backend == "trio":
+                med = {
+                    (n, p): b[str(n)][p]["seconds"]["median"]
+                    for n in w2["sizes"]
+                    for p in [*rivals, w2_fanin.OURS_THREADED]
+                }
+                ratios = [
+                    f"N={n} vs {p}: {med[n, w2_fanin.OURS_THREADED] / med[n, p]:.2f}x"
+                    for n in w2["sizes"]
+                    for p in rivals
+                ]
+                lines.append(
+                    "(for insight, not the target: ours spawned as trio spawns vs those peers: "
+                    + ", ".join(ratios)
+                    + ")"
+                )
+            add(f"W2 {backend}: ours ahead of " + ", ".join(rivals), ok, "; ".join(lines))
 
-    peers3 = a["w3"]["peers"]
+    if "w3" in a:
+        peers3 = a["w3"]["peers"]
 
-    def p50(name: str) -> float:
-        return peers3[name]["p50"]
+        def p50(name: str) -> float:
+            return peers3[name]["p50"]
 
-    samples = a["w3"]["samples"]
+        samples = a["w3"]["samples"]
 
-    def paired(mine: str, base: str) -> dict:
-        # Per round: both samples were taken back to back.
-        return S([x / y for x, y in zip(samples[mine], samples[base])])
+        def paired(mine: str, base: str) -> dict:
+            # Per round: both samples were taken back to back.
+            return S([x / y for x, y in zip(samples[mine], samples[base])])
 
-    pairs = [("sync", "ours sync PidFd.wait", "blocking os.waitid")] + [
-        (b, f"{b}: ours AsyncPidFd.wait", f"{b}: floor") for b in BACKENDS
-    ]
-    for label, mine, base in pairs:
+        pairs = [("sync", "ours sync PidFd.wait", "blocking os.waitid")] + [
+            (b, f"{b}: ours AsyncPidFd.wait", f"{b}: floor") for b in BACKENDS
+        ]
+        for label, mine, base in pairs:
+            r = paired(mine, base)
+            add(
+                f"W3 {label}: ours p50 <= 1.1x floor",
+                r["median"] <= 1.1,
+                f"{p50(mine):.0f} us vs {p50(base):.0f} us; median of per-round ratios "
+                f"{r['median']:.3f}x (min {r['min']:.2f}, max {r['max']:.2f})",
+            )
+        mine, base = "non-child: ours PidFd.wait_exit", "ours sync PidFd.wait"
         r = paired(mine, base)
         add(
-            f"W3 {label}: ours p50 <= 1.1x floor",
+            "W3 non-child as fast as child (ours wait_exit <= 1.1x ours wait, per round)",
             r["median"] <= 1.1,
             f"{p50(mine):.0f} us vs {p50(base):.0f} us; median of per-round ratios "
             f"{r['median']:.3f}x (min {r['min']:.2f}, max {r['max']:.2f})",
         )
-    mine, base = "non-child: ours PidFd.wait_exit", "ours sync PidFd.wait"
-    r = paired(mine, base)
-    add(
-        "W3 non-child as fast as child (ours wait_exit <= 1.1x ours wait, per round)",
-        r["median"] <= 1.1,
-        f"{p50(mine):.0f} us vs {p50(base):.0f} us; median of per-round ratios "
-        f"{r['median']:.3f}x (min {r['min']:.2f}, max {r['max']:.2f})",
-    )
 
-    w4 = a["w4"]
-    for backend in BACKENDS:
-        b = w4[backend]
-        thr = b["ours"]["threads"]["max"]
-        floor_thr = b["floor"]["threads"]["max"]
-        add(
-            f"W4 {backend}: no thread per child (ours threads <= floor threads)",
-            thr <= floor_thr,
-            f"ours {thr}, floor {floor_thr}",
-        )
-        d = b["ours_minus_floor_rss_mib"]
-        add(
-            f"W4 {backend}: ours RSS <= floor RSS + 5 MiB ({w4['n']} children)",
-            d["median"] <= 5,
-            f"ours - floor = {d['median']:+.2f} MiB (min {d['min']:+.2f}, max {d['max']:+.2f})",
-        )
+    if "w4" in a:
+        w4 = a["w4"]
+        for backend in BACKENDS:
+            b = w4[backend]
+            thr = b["ours"]["threads"]["max"]
+            floor_thr = b["floor"]["threads"]["max"]
+            add(
+                f"W4 {backend}: no thread per child (ours threads <= floor threads)",
+                thr <= floor_thr,
+                f"ours {thr}, floor {floor_thr}",
+            )
+            d = b["ours_minus_floor_rss_mib"]
+            add(
+                f"W4 {backend}: ours RSS <= floor RSS + 5 MiB ({w4['n']} children)",
+                d["median"] <= 5,
+                f"ours - floor = {d['median']:+.2f} MiB (min {d['min']:+.2f}, max {d['max']:+.2f})",
+            )
+    if "w5" in a:
+        targets_w5(a["w5"], add)
     return t
+
+
+def targets_w5(w5: dict, add: Any) -> None:
+    import w5_popen
+
+    for peer, ref in ((w5_popen.OURS, w5_popen.BASELINE), (w5_popen.OURS_RUN, w5_popen.STOCK_RUN)):
+        parts, ok = [], True
+        for mode, by_n in w5["modes"].items():
+            for n, per_peer in by_n.items():
+                wall = per_peer[peer]["wall_ratio_to_ref"]["median"]
+                cpu = per_peer[peer]["cpu_ratio_to_ref"]["median"]
+                ok &= wall <= 1.05 and cpu <= 1.05
+                parts.append(f"{mode} N={n}: wall {wall:.3f}x, CPU {cpu:.3f}x")
+        add(f"W5 {peer} <= 1.05x {ref} (wall and parent CPU per child)", ok, "; ".join(parts))
+    t = w5["timeout_cpu_s"]
+    r = w5["timeout_cpu_ratio"]
+    count, each = w5["timeout_waits"]["count"], w5["timeout_waits"]["each_s"]
+    add(
+        f"W5 {count} wait(timeout={each}) on a running child: ours uses less CPU than subprocess",
+        r["median"] < 1.0,
+        f"ours {t['pidfd.Popen']['median'] * 1e3:.2f} ms, subprocess "
+        f"{t['subprocess.Popen']['median'] * 1e3:.2f} ms CPU in all "
+        f"(ratio {r['median']:.2f}x, min {r['min']:.2f}, max {r['max']:.2f})",
+    )
 
 
 # --- report -------------------------------------------------------------------------
@@ -471,75 +526,113 @@ def report(a: dict, meta: dict) -> str:
     )
     L.append("")
 
-    w1 = a["w1"]
-    L.append(
-        f"### W1: one sync reap of an exited child "
-        f"(batches of {w1['batch']}, {w1['reps']} repetitions)"
-    )
-    L.append("")
-    L.append("| method | ns per reap | x os.waitpid |")
-    L.append("|---|---:|---:|")
-    for name, m in w1["methods"].items():
-        L.append(f"| {name} | {fmt(m['ns_per_reap'], '.0f')} | {fmt(m['ratio'])} |")
-    L.append("")
+    if "w1" in a:
+        w1 = a["w1"]
+        L.append(
+            f"### W1: one sync reap of an exited child "
+            f"(batches of {w1['batch']}, {w1['reps']} repetitions)"
+        )
+        L.append("")
+        L.append("| method | ns per reap | x os.waitpid |")
+        L.append("|---|---:|---:|")
+        for name, m in w1["methods"].items():
+            L.append(f"| {name} | {fmt(m['ns_per_reap'], '.0f')} | {fmt(m['ratio'])} |")
+        L.append("")
 
-    w2 = a["w2"]
-    for backend in BACKENDS:
-        b = w2["backends"][backend]
-        L.append(f"### W2: async fan-in on {backend}")
+    if "w2" in a:
+        w2 = a["w2"]
+        for backend in BACKENDS:
+            b = w2["backends"][backend]
+            L.append(f"### W2: async fan-in on {backend}")
+            L.append("")
+            L.append(
+                f"| peer | N | total s | x floor | parent CPU µs/child | "
+                f"peak threads (N={w2['memory_n']}) | peak RSS growth MiB (N={w2['memory_n']}) |"
+            )
+            L.append("|---|---:|---:|---:|---:|---:|---:|")
+            for peer in b["memory"]:
+                mem = b["memory"][peer]
+                for n in w2["sizes"]:
+                    t = b[str(n)][peer]
+                    L.append(
+                        f"| {peer} | {n} | {fmt(t['seconds'], '.3f')} | "
+                        f"{fmt(t['ratio_to_floor'])} | {fmt(t['cpu_us_per_child'], '.0f')} | "
+                        f"{fmt(mem['peak_threads'], '.0f')} | "
+                        f"{fmt(mem['peak_rss_growth_mib'], '.1f')} |"
+                    )
+            L.append("")
+
+    if "w3" in a:
+        w3 = a["w3"]
+        L.append(
+            f"### W3: wake-up latency, µs from the child's last stamp to the waiter "
+            f"holding the status ({w3['rounds']} samples each)"
+        )
+        L.append("")
+        L.append("| waiter | p50 | p90 | p99 | p50 per third of the run |")
+        L.append("|---|---:|---:|---:|---:|")
+        for name, p in w3["peers"].items():
+            L.append(
+                f"| {name} | {p['p50']:.0f} | {p['p90']:.0f} | {p['p99']:.0f} | "
+                f"{fmt(p['p50_per_chunk'], '.0f')} |"
+            )
+        L.append("")
+
+    if "w4" in a:
+        w4 = a["w4"]
+        L.append(f"### W4: {w4['n']} children, one async waiter each, then all SIGKILLed")
         L.append("")
         L.append(
-            f"| peer | N | total s | x floor | parent CPU µs/child | "
-            f"peak threads (N={w2['memory_n']}) | peak RSS growth MiB (N={w2['memory_n']}) |"
+            "| backend | waiter | threads | fds growth | RSS growth MiB | kill → all reaped s |"
         )
-        L.append("|---|---:|---:|---:|---:|---:|---:|")
-        for peer in b["memory"]:
-            mem = b["memory"][peer]
-            for n in w2["sizes"]:
-                t = b[str(n)][peer]
+        L.append("|---|---|---:|---:|---:|---:|")
+        for backend in BACKENDS:
+            for peer in ("floor", "ours"):
+                m = w4[backend][peer]
                 L.append(
-                    f"| {peer} | {n} | {fmt(t['seconds'], '.3f')} | "
-                    f"{fmt(t['ratio_to_floor'])} | {fmt(t['cpu_us_per_child'], '.0f')} | "
-                    f"{fmt(mem['peak_threads'], '.0f')} | "
-                    f"{fmt(mem['peak_rss_growth_mib'], '.1f')} |"
+                    f"| {backend} | {peer} | {fmt(m['threads'], '.0f')} | "
+                    f"{fmt(m['fds_growth'], '.0f')} | {fmt(m['rss_growth_mib'], '.1f')} | "
+                    f"{fmt(m['kill_to_reaped_s'], '.3f')} |"
                 )
         L.append("")
 
-    w3 = a["w3"]
-    L.append(
-        f"### W3: wake-up latency, µs from the child's last stamp to the waiter "
-        f"holding the status ({w3['rounds']} samples each)"
-    )
-    L.append("")
-    L.append("| waiter | p50 | p90 | p99 | p50 per third of the run |")
-    L.append("|---|---:|---:|---:|---:|")
-    for name, p in w3["peers"].items():
-        L.append(
-            f"| {name} | {p['p50']:.0f} | {p['p90']:.0f} | {p['p99']:.0f} | "
-            f"{fmt(p['p50_per_chunk'], '.0f')} |"
-        )
-    L.append("")
-
-    w4 = a["w4"]
-    L.append(f"### W4: {w4['n']} children, one async waiter each, then all SIGKILLed")
-    L.append("")
-    L.append("| backend | waiter | threads | fds growth | RSS growth MiB | kill → all reaped s |")
-    L.append("|---|---|---:|---:|---:|---:|")
-    for backend in BACKENDS:
-        for peer in ("floor", "ours"):
-            m = w4[backend][peer]
-            L.append(
-                f"| {backend} | {peer} | {fmt(m['threads'], '.0f')} | "
-                f"{fmt(m['fds_growth'], '.0f')} | {fmt(m['rss_growth_mib'], '.1f')} | "
-                f"{fmt(m['kill_to_reaped_s'], '.3f')} |"
-            )
-    L.append("")
+    if "w5" in a:
+        report_w5(a["w5"], L)
 
     L.append("### Targets")
     L.append("")
     for t in a["targets"]:
         L.append(f"- **{'MET' if t['met'] else 'NOT MET'}** {t['target']}: {t['detail']}")
     return "\n".join(L)
+
+
+def report_w5(w5: dict, L: list[str]) -> None:
+    L.append(
+        f"### W5: sync spawn + wait of /bin/true, one child at a time "
+        f"({w5['reps']} repetitions; ratios to subprocess.Popen+wait, ours run() "
+        f"to subprocess.run)"
+    )
+    L.append("")
+    L.append("| peer | stdout | N | wall µs/child | x ref | parent CPU µs/child | x ref |")
+    L.append("|---|---|---:|---:|---:|---:|---:|")
+    for mode, by_n in w5["modes"].items():
+        for n, per_peer in by_n.items():
+            for peer, m in per_peer.items():
+                L.append(
+                    f"| {peer} | {mode} | {n} | {fmt(m['wall_us'], '.0f')} | "
+                    f"{fmt(m['wall_ratio_to_ref'])} | {fmt(m['cpu_us'], '.0f')} | "
+                    f"{fmt(m['cpu_ratio_to_ref'])} |"
+                )
+    t = w5["timeout_cpu_s"]
+    count, each = w5["timeout_waits"]["count"], w5["timeout_waits"]["each_s"]
+    L.append("")
+    L.append(f"CPU of the parent over {count} `wait(timeout={each})` on a running child:")
+    L.append("")
+    L.append("| class | CPU ms in all |")
+    L.append("|---|---:|")
+    for cls, v in t.items():
+        L.append(f"| {cls} | {v['median'] * 1e3:.2f} ({v['min'] * 1e3:.2f}-{v['max'] * 1e3:.2f}) |")
+    L.append("")
 
 
 def plot(a: dict, meta: dict, path: Path) -> None:
@@ -667,6 +760,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--w4-n", type=int, help="children in W4 (default 5000)")
+    ap.add_argument(
+        "--only",
+        help="comma-separated workloads to run (e.g. w5); writes DIR/only-<names>.json, no plot",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--cfg", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -676,6 +773,12 @@ def main(argv: list[str] | None = None) -> int:
         worker_main(args.worker, json.loads(args.cfg), args.result)
         return 0
 
+    only = WORKLOADS
+    if args.only:
+        only = tuple(w.strip().lower() for w in args.only.split(","))
+        unknown = [w for w in only if w not in WORKLOADS]
+        if unknown:
+            ap.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
     check_peers()
     become_subreaper()
     sizes = json.loads(json.dumps(SIZES["quick" if args.quick else "default"]))
@@ -687,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     meta["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
     try:
-        raw = collect(sizes)
+        raw = collect(sizes, only)
     except KeyboardInterrupt:
         print("interrupted; every child has been killed and reaped", file=sys.stderr)
         return 130
@@ -697,14 +800,17 @@ def main(argv: list[str] | None = None) -> int:
     text = report(a, meta)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(
+    # A partial run never overwrites the full one, nor draws its plot.
+    name = "latest.json" if only == WORKLOADS else f"only-{'-'.join(only)}.json"
+    no_plot = args.no_plot or only != WORKLOADS
+    (args.out / name).write_text(
         json.dumps({"machine": meta, "results": a, "raw": raw}, indent=1) + "\n"
     )
-    if not args.no_plot:
+    if not no_plot:
         plot(a, meta, args.out / "plot.png")
     print(
-        f"\nwrote {args.out / 'latest.json'}"
-        + ("" if args.no_plot else f" and {args.out / 'plot.png'}")
+        f"\nwrote {args.out / name}"
+        + ("" if no_plot else f" and {args.out / 'plot.png'}")
         + f" in {meta['seconds']} s",
         file=sys.stderr,
     )

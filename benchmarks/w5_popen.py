@@ -1,0 +1,199 @@
+"""W5: sync spawn + wait of short children, ``pidfd.Popen`` against ``subprocess``.
+
+Each repetition spawns N ``/bin/true`` children one after the other and
+waits for each, per peer, with and without ``stdout=PIPE``; the whole loop
+is timed (wall: ``perf_counter``; parent CPU: ``getrusage(RUSAGE_SELF)``
+user+sys, which excludes the children). Peers run in a rotated order each
+repetition, and each figure becomes a ratio to ``subprocess.Popen`` + wait
+from that same repetition.
+
+Peers: ``subprocess.Popen`` + ``wait()`` (the baseline), ``subprocess.run``,
+ours ``pidfd.Popen`` + ``wait()`` and ``pidfd.run``, and the floor:
+``os.posix_spawn`` + ``PidFd.from_pid`` + ``wait()`` + ``close()`` (no
+CPython spawning machinery at all). With ``stdout=PIPE`` the Popen peers
+call ``communicate()``, the run peers pass ``stdout=PIPE``, and the floor
+reads a pipe of its own to EOF.
+
+Then the cost of waiting with a timeout on a child that keeps running: the
+CPU seconds the parent spends in 100 ``wait(timeout=0.01)`` calls (each
+ending in ``TimeoutExpired``), ``subprocess.Popen`` against ``pidfd.Popen``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from typing import Callable
+
+import _util
+import pidfd
+from pidfd import PidFd
+
+BASELINE = "subprocess.Popen+wait"
+STOCK_RUN = "subprocess.run"
+OURS = "ours pidfd.Popen+wait"
+OURS_RUN = "ours pidfd.run"
+FLOOR = "floor: posix_spawn+PidFd"
+
+TIMEOUT_WAITS = 100
+TIMEOUT_EACH = 0.01
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _popen(cls: type[subprocess.Popen], pipe: bool) -> Callable[[list[str]], None]:
+    if pipe:
+
+        def one(argv: list[str]) -> None:
+            p = cls(argv, stdout=subprocess.PIPE)
+            _util.track(p.pid)
+            p.communicate()
+            _util.reaped(p.pid)
+
+    else:
+
+        def one(argv: list[str]) -> None:
+            p = cls(argv)
+            _util.track(p.pid)
+            p.wait()
+            _util.reaped(p.pid)
+
+    return one
+
+
+def _run(fn: Callable[..., object], pipe: bool) -> Callable[[list[str]], None]:
+    # run() creates its Popen inside: nothing to track, and it always
+    # reaps before returning (also on an exception).
+    kwargs = {"stdout": subprocess.PIPE} if pipe else {}
+
+    def one(argv: list[str]) -> None:
+        fn(argv, **kwargs)
+
+    return one
+
+
+def _floor(pipe: bool) -> Callable[[list[str]], None]:
+    if pipe:
+
+        def one(argv: list[str]) -> None:
+            r, w = os.pipe()
+            try:
+                actions = [(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_CLOSE, r)]
+                pid = _util.spawn(argv, actions)
+            finally:
+                os.close(w)
+            handle = PidFd.from_pid(pid)
+            while os.read(r, 65536):
+                pass
+            os.close(r)
+            handle.wait()
+            handle.close()
+            _util.reaped(pid)
+
+    else:
+
+        def one(argv: list[str]) -> None:
+            pid = _util.spawn(argv)
+            handle = PidFd.from_pid(pid)
+            handle.wait()
+            handle.close()
+            _util.reaped(pid)
+
+    return one
+
+
+def peers(pipe: bool) -> dict[str, Callable[[list[str]], None]]:
+    return {
+        BASELINE: _popen(subprocess.Popen, pipe),
+        STOCK_RUN: _run(subprocess.run, pipe),
+        OURS: _popen(pidfd.Popen, pipe),
+        OURS_RUN: _run(pidfd.run, pipe),
+        FLOOR: _floor(pipe),
+    }
+
+
+def timeout_cpu(cls: type[subprocess.Popen]) -> float:
+    """CPU seconds of this process over TIMEOUT_WAITS timed-out waits."""
+    p = cls([_util.SLEEP, "60"])
+    _util.track(p.pid)
+    try:
+        cpu = _cpu()
+        for _ in range(TIMEOUT_WAITS):
+            try:
+                p.wait(timeout=TIMEOUT_EACH)
+            except subprocess.TimeoutExpired:
+                pass
+        return _cpu() - cpu
+    finally:
+        p.kill()
+        p.wait()
+        _util.reaped(p.pid)
+
+
+def run(cfg: dict) -> dict:
+    sizes, reps = cfg["sizes"], cfg["reps"]
+    argv = [_util.TRUE]
+    modes = {"no pipe": False, "stdout=PIPE": True}
+    names = list(peers(False))
+    # raw[mode][N][peer] -> list of {"wall_us", "cpu_us"} per child, per repetition
+    raw: dict = {m: {str(n): {p: [] for p in names} for n in sizes} for m in modes}
+    timeouts: dict[str, list[float]] = {"subprocess.Popen": [], "pidfd.Popen": []}
+    try:
+        for mode, pipe in modes.items():
+            for fn in peers(pipe).values():  # warm every path up, untimed
+                for _ in range(20):
+                    fn(argv)
+        for rep in range(reps):
+            for mode, pipe in modes.items():
+                fns = peers(pipe)
+                for n in sizes:
+                    for name in _util.rotate(names, rep):
+                        fn = fns[name]
+                        cpu0, t0 = _cpu(), time.perf_counter()
+                        for _ in range(n):
+                            fn(argv)
+                        wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+                        raw[mode][str(n)][name].append(
+                            {"wall_us": wall / n * 1e6, "cpu_us": cpu / n * 1e6}
+                        )
+            for label, cls in _util.rotate(
+                [("subprocess.Popen", subprocess.Popen), ("pidfd.Popen", pidfd.Popen)], rep
+            ):
+                timeouts[label].append(timeout_cpu(cls))
+    finally:
+        _util.kill_and_reap_all()
+
+    S = _util.summary
+    out: dict = {"sizes": sizes, "reps": reps, "baseline": BASELINE, "modes": {}}
+    for mode in modes:
+        out["modes"][mode] = {}
+        for n in map(str, sizes):
+            base = raw[mode][n][BASELINE]
+            stock_run = raw[mode][n][STOCK_RUN]
+            per_peer = {}
+            for name in names:
+                runs = raw[mode][n][name]
+                # ours run() is compared with subprocess.run, the rest with Popen.
+                ref = stock_run if name == OURS_RUN else base
+                per_peer[name] = {
+                    "wall_us": S([r["wall_us"] for r in runs]),
+                    "cpu_us": S([r["cpu_us"] for r in runs]),
+                    "wall_ratio": S([r["wall_us"] / b["wall_us"] for r, b in zip(runs, base)]),
+                    "cpu_ratio": S([r["cpu_us"] / b["cpu_us"] for r, b in zip(runs, base)]),
+                    "wall_ratio_to_ref": S(
+                        [r["wall_us"] / b["wall_us"] for r, b in zip(runs, ref)]
+                    ),
+                    "cpu_ratio_to_ref": S([r["cpu_us"] / b["cpu_us"] for r, b in zip(runs, ref)]),
+                }
+            out["modes"][mode][n] = per_peer
+    out["timeout_waits"] = {"count": TIMEOUT_WAITS, "each_s": TIMEOUT_EACH}
+    out["timeout_cpu_s"] = {k: S(v) for k, v in timeouts.items()}
+    out["timeout_cpu_ratio"] = S(
+        [o / s for o, s in zip(timeouts["pidfd.Popen"], timeouts["subprocess.Popen"])]
+    )
+    return out
