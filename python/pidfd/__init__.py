@@ -36,14 +36,18 @@ from pidfd._native import (
     __version__,
 )
 from pidfd._native import wait_any as _wait_any
+from pidfd._popen import CompletedProcess, Popen, run
 
 __all__ = [
     "AsyncPidFd",
+    "CompletedProcess",
     "ExitInfo",
     "ExitStatus",
     "PidFd",
+    "Popen",
     "ProcessInfo",
     "__version__",
+    "run",
     "wait_any",
 ]
 
