@@ -166,7 +166,7 @@ class Process(anyio.abc.Process):
             returncode = popen.poll()
         return returncode
 
-    def send_signal(self, signal: int) -> None:  # type: ignore[override]
+    def send_signal(self, signal: int) -> None:
         """Send ``signal`` through the pidfd; nothing once the process has exited.
 
         Never reaches another process that reused the pid.
@@ -409,36 +409,38 @@ async def run_process(
             buffer.write(chunk)
         outputs[index] = buffer.getvalue()
 
-    async with await open_process(
-        command,
-        stdin=_PIPE if input is not None else stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=env,
-        startupinfo=startupinfo,
-        creationflags=creationflags,
-        start_new_session=start_new_session,
-        pass_fds=pass_fds,
-        user=user,
-        group=group,
-        extra_groups=extra_groups,
-        umask=umask,
-        process_group=process_group,
-    ) as process:
-        async with anyio.create_task_group() as tg:
-            if process.stdout is not None:
-                tg.start_soon(drain, process.stdout, 0)
-            if process.stderr is not None:
-                tg.start_soon(drain, process.stderr, 1)
-            if process.stdin is not None and input is not None:
-                # A child that exits without reading all of it is not an
-                # error, as in subprocess.run.
-                with contextlib.suppress(anyio.BrokenResourceError):
-                    if input:
-                        await process.stdin.send(input)
-                await process.stdin.aclose()
-            await process.wait()
+    async with (
+        await open_process(
+            command,
+            stdin=_PIPE if input is not None else stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=env,
+            startupinfo=startupinfo,
+            creationflags=creationflags,
+            start_new_session=start_new_session,
+            pass_fds=pass_fds,
+            user=user,
+            group=group,
+            extra_groups=extra_groups,
+            umask=umask,
+            process_group=process_group,
+        ) as process,
+        anyio.create_task_group() as tg,
+    ):
+        if process.stdout is not None:
+            tg.start_soon(drain, process.stdout, 0)
+        if process.stderr is not None:
+            tg.start_soon(drain, process.stderr, 1)
+        if process.stdin is not None and input is not None:
+            # A child that exits without reading all of it is not an
+            # error, as in subprocess.run.
+            with contextlib.suppress(anyio.BrokenResourceError):
+                if input:
+                    await process.stdin.send(input)
+            await process.stdin.aclose()
+        await process.wait()
 
     returncode = process._popen.returncode
     assert returncode is not None  # aclose() waited

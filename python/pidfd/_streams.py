@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+
 import anyio
 import anyio.abc
 import anyio.lowlevel
