@@ -37,6 +37,7 @@ from pidfd._native import (
 )
 from pidfd._native import wait_any as _wait_any
 from pidfd._popen import CompletedProcess, Popen, run
+from pidfd._process import Process, open_process, run_process
 
 __all__ = [
     "AsyncPidFd",
@@ -45,9 +46,12 @@ __all__ = [
     "ExitStatus",
     "PidFd",
     "Popen",
+    "Process",
     "ProcessInfo",
     "__version__",
+    "open_process",
     "run",
+    "run_process",
     "wait_any",
 ]
 
