@@ -34,6 +34,14 @@ enum ExitState {
 /// hide a status the kernel was about to report.
 pub(crate) const REAP_GRACE: Duration = Duration::from_secs(2);
 
+/// Group signals are missing from the running kernel.
+fn needs_group_signals() -> PyErr {
+    needs_kernel(
+        "send_signal(sig, group=True) (PIDFD_SIGNAL_PROCESS_GROUP)",
+        "6.9",
+    )
+}
+
 /// A race-free handle on a process (or, with `thread=True`, one thread).
 ///
 /// Unlike a pid, an open handle never comes to mean another process that
@@ -109,6 +117,45 @@ impl PidFd {
         }
     }
 
+    /// `send_signal(sig, group=True)`: the group this process leads.
+    fn signal_group(&self, fd: &OwnedFd, sig: libc::c_int) -> PyResult<()> {
+        let pid = self.pid;
+        let flags = sys::PIDFD_SIGNAL_PROCESS_GROUP;
+        let Err(e) = sys::pidfd_send_signal(fd.as_fd(), sig, flags) else {
+            return Ok(());
+        };
+        Err(match e.raw_os_error() {
+            // The kernel looks for processes whose group id is this pid.
+            Some(libc::ESRCH) => os_error(
+                libc::ESRCH,
+                format!(
+                    "no process is in the process group led by pid {pid}: it leads no group                      (start it with start_new_session=True or process_group=0 to make it                      lead one), or every member has exited; signal {sig} was not sent"
+                ),
+            ),
+            // Before 6.9 any flag is EINVAL; ask without one to be sure the
+            // flag, not the handle or namespace, is what was refused.
+            Some(libc::EINVAL)
+                if !matches!(
+                    sys::pidfd_send_signal(fd.as_fd(), 0, 0),
+                    Err(probe) if probe.raw_os_error() == Some(libc::EINVAL)
+                ) =>
+            {
+                needs_group_signals()
+            }
+            Some(libc::ENOSYS) => needs_group_signals(),
+            Some(libc::EPERM) => os_error(
+                libc::EPERM,
+                format!(
+                    "not permitted to send signal {sig} to any process in the group led by                      pid {pid}"
+                ),
+            ),
+            _ => from_io(
+                &e,
+                format_args!("pidfd_send_signal(pid {pid}, {sig}, PIDFD_SIGNAL_PROCESS_GROUP)"),
+            ),
+        })
+    }
+
     /// The parent of the process, read race-free: `PIDFD_GET_INFO` where the
     /// kernel has it, else `/proc` confirmed by a signal-0 probe on the pidfd
     /// (which fails once the process has been reaped, so the pid read cannot
@@ -118,7 +165,7 @@ impl PidFd {
             Ok(info) => (info.mask & sys::PIDFD_INFO_PID != 0).then_some(info.ppid as libc::pid_t),
             Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
                 let parent = sys::proc_ppid(self.pid)?;
-                sys::pidfd_send_signal(fd.as_fd(), 0).ok()?;
+                sys::pidfd_send_signal(fd.as_fd(), 0, 0).ok()?;
                 Some(parent)
             }
             Err(_) => None,
@@ -430,35 +477,39 @@ impl PidFd {
     }
 
     /// Send signal `sig` with `pidfd_send_signal(2)` (Linux ≥ 5.1): never
-    /// reaches a process that merely reuses the pid.
-    fn send_signal(&self, sig: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// reaches a process that merely reuses the pid. With `group=True`, to
+    /// every process in the group this process leads
+    /// (`PIDFD_SIGNAL_PROCESS_GROUP`, Linux ≥ 6.9).
+    #[pyo3(signature = (sig, *, group = false))]
+    fn send_signal(&self, sig: &Bound<'_, PyAny>, group: bool) -> PyResult<()> {
         let sig = check_signal(extract_int(sig, "sig")?)?;
         let fd = self.fd()?;
-        sys::pidfd_send_signal(fd.as_fd(), sig).map_err(|e| match e.raw_os_error() {
+        let pid = self.pid;
+        if group {
+            return self.signal_group(&fd, sig);
+        }
+        sys::pidfd_send_signal(fd.as_fd(), sig, 0).map_err(|e| match e.raw_os_error() {
             Some(libc::ESRCH) => os_error(
                 libc::ESRCH,
-                format!("pid {} has exited; signal {sig} was not sent", self.pid),
+                format!("pid {pid} has exited; signal {sig} was not sent"),
             ),
             Some(libc::ENOSYS) => needs_kernel("pidfd_send_signal(2)", "5.1"),
             Some(libc::EPERM) => os_error(
                 libc::EPERM,
-                format!("not permitted to send signal {sig} to pid {}", self.pid),
+                format!("not permitted to send signal {sig} to pid {pid}"),
             ),
-            _ => from_io(
-                &e,
-                format_args!("pidfd_send_signal(pid {}, {sig})", self.pid),
-            ),
+            _ => from_io(&e, format_args!("pidfd_send_signal(pid {pid}, {sig})")),
         })
     }
 
     /// Send `SIGKILL`.
     fn kill(&self, py: Python<'_>) -> PyResult<()> {
-        self.send_signal(&libc::SIGKILL.into_pyobject(py)?.into_any())
+        self.send_signal(&libc::SIGKILL.into_pyobject(py)?.into_any(), false)
     }
 
     /// Send `SIGTERM`.
     fn terminate(&self, py: Python<'_>) -> PyResult<()> {
-        self.send_signal(&libc::SIGTERM.into_pyobject(py)?.into_any())
+        self.send_signal(&libc::SIGTERM.into_pyobject(py)?.into_any(), false)
     }
 
     /// Whether the process is still running: `False` once it has exited,

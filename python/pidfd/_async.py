@@ -228,9 +228,9 @@ class AsyncPidFd:
         """Whether the process is still running."""
         return self._pidfd.is_alive()
 
-    def send_signal(self, sig: int | signal.Signals) -> None:
-        """Send ``sig``; see :meth:`PidFd.send_signal`."""
-        self._pidfd.send_signal(sig)
+    def send_signal(self, sig: int | signal.Signals, *, group: bool = False) -> None:
+        """Send ``sig`` (``group=True``: to its group); see :meth:`PidFd.send_signal`."""
+        self._pidfd.send_signal(sig, group=group)
 
     def kill(self) -> None:
         """Send ``SIGKILL``."""

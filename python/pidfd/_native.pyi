@@ -126,12 +126,27 @@ class PidFd:
         ``None`` while it is still running. Never blocks.
         """
 
-    def send_signal(self, sig: int) -> None:
+    def send_signal(self, sig: int, *, group: bool = False) -> None:
         """Send signal ``sig`` (an int or a ``signal.Signals``) through the pidfd.
 
         ``pidfd_send_signal(2)``, Linux >= 5.1: the signal reaches this process
         or fails with ``ProcessLookupError``, never a process that reused the
         pid. ``sig=0`` only checks that the process exists.
+
+        ``group=True`` signals every process in the process group this one
+        leads (whose id is its pid, as for a child started with
+        ``start_new_session=True`` or ``process_group=0``), like
+        ``os.killpg(pid, sig)`` but through the pidfd
+        (``PIDFD_SIGNAL_PROCESS_GROUP``, Linux >= 6.9), so it can never reach
+        a group that reuses the number -- also once the leader has exited or
+        been reaped, while members remain. ``ProcessLookupError`` if no
+        process is in that group (it leads none, or all have exited);
+        ``OSError(ENOSYS)`` naming Linux 6.9 on an older kernel::
+
+            child = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], process_group=0)
+            with PidFd.from_pid(child.pid) as handle:
+                handle.send_signal(signal.SIGTERM, group=True)  # sh and sleep
+                handle.wait()
         """
 
     def kill(self) -> None:

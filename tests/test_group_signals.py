@@ -1,0 +1,177 @@
+"""``send_signal(sig, group=True)``: the group a process leads, race-free.
+
+Each test starts a leader in a new process group (``process_group=0``)
+that starts a member of its own group, so the member is a grandchild of
+the test, reachable only through the group.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from _seccomp import NR_PIDFD_SEND_SIGNAL, SKIP_REASON, Rule, run_snippet
+from pidfd import AsyncPidFd, PidFd
+
+# The leader prints its member's pid, then waits for stdin to close.
+LEADER = (
+    "import subprocess, sys; "
+    "m = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+    "print(m.pid, flush=True); sys.stdin.read(); {tail}"
+)
+
+
+def _alive(pid: int) -> bool:
+    # The member is not our child: /proc shows whether it is still running.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _close(proc: subprocess.Popen[bytes]) -> None:
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+
+
+def _wait_gone(handle: PidFd) -> None:
+    handle.wait_exit(timeout=20)
+
+
+def _group_or_skip(handle: PidFd, sig: int) -> None:
+    try:
+        handle.send_signal(sig, group=True)
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:
+            pytest.skip(str(exc))
+        raise
+
+
+def test_group_signal_reaches_a_grandchild_in_the_leaders_group() -> None:
+    leader = subprocess.Popen(
+        [sys.executable, "-c", LEADER.format(tail="")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        process_group=0,
+    )
+    assert leader.stdout is not None
+    member_pid = int(leader.stdout.readline())
+    with PidFd.from_pid(leader.pid) as handle, PidFd.from_pid(member_pid) as member:
+        try:
+            _group_or_skip(handle, signal.SIGKILL)
+            _wait_gone(member)  # fails with TimeoutError if the member was missed
+            assert handle.wait(timeout=20).status.signal == signal.SIGKILL
+        finally:
+            if member.is_alive():
+                member.kill()
+            if leader.poll() is None:
+                leader.kill()
+            leader.wait()
+            _close(leader)
+
+
+def test_group_signal_while_the_leader_is_a_zombie_reaches_a_live_member() -> None:
+    # The leader exits at once, leaving its member running in its group;
+    # unreaped, it pins the group id. The pidfd still names the group.
+    leader = subprocess.Popen(
+        [sys.executable, "-c", LEADER.format(tail="")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        process_group=0,
+    )
+    assert leader.stdout is not None and leader.stdin is not None
+    member_pid = int(leader.stdout.readline())
+    with PidFd.from_pid(leader.pid) as handle, PidFd.from_pid(member_pid) as member:
+        try:
+            leader.stdin.close()
+            assert handle.wait_exit(timeout=20) is not None  # a zombie now
+            assert _alive(member_pid)
+            _group_or_skip(handle, signal.SIGTERM)
+            _wait_gone(member)
+            assert not _alive(member_pid)
+            assert handle.wait(timeout=20).status.code == 0  # reaped only now
+        finally:
+            if member.is_alive():
+                member.kill()
+            leader.returncode = 0
+            _close(leader)
+
+
+def test_group_signal_on_a_process_that_leads_no_group() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with PidFd.from_pid(child.pid) as handle:
+        try:
+            with pytest.raises(ProcessLookupError, match="leads no group"):
+                handle.send_signal(signal.SIGTERM, group=True)
+            assert handle.is_alive()  # nothing was sent to it
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:
+                pytest.skip(str(exc))
+            raise
+        finally:
+            child.kill()
+            child.wait()
+
+
+@pytest.mark.anyio
+async def test_async_group_signal() -> None:
+    leader = subprocess.Popen(
+        [sys.executable, "-c", LEADER.format(tail="")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        process_group=0,
+    )
+    assert leader.stdout is not None
+    member_pid = int(leader.stdout.readline())
+    member = PidFd.from_pid(member_pid)
+    try:
+        async with AsyncPidFd.from_pid(leader.pid) as handle:
+            try:
+                handle.send_signal(signal.SIGKILL, group=True)
+            except OSError as exc:
+                if exc.errno == errno.ENOSYS:
+                    pytest.skip(str(exc))
+                raise
+            assert (await handle.wait()).status.signal == signal.SIGKILL
+        _wait_gone(member)
+    finally:
+        if member.is_alive():
+            member.kill()
+        member.close()
+        leader.returncode = -9
+        _close(leader)
+
+
+@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+def test_group_signal_before_linux_6_9_names_the_version() -> None:
+    # A 6.8 kernel refuses any pidfd_send_signal flag with EINVAL; the
+    # filter does that for PIDFD_SIGNAL_PROCESS_GROUP (bit 2 of argument 3).
+    code = """
+        import os, signal, subprocess, sys
+        from pidfd import PidFd
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                 process_group=0)
+        h = PidFd.from_pid(child.pid)
+        report(lambda: h.send_signal(signal.SIGTERM, group=True))
+        assert h.is_alive()
+        h.kill(); h.wait()
+        """
+    out = run_snippet(
+        code, [Rule(NR_PIDFD_SEND_SIGNAL, errno.EINVAL, arg=3, value=4, any_bits=True)]
+    )
+    assert out["ok"] is False
+    assert out["errno"] == errno.ENOSYS, out
+    assert "Linux >= 6.9" in out["message"] and "group=True" in out["message"]
+
+
+def test_group_flag_is_keyword_only() -> None:
+    with PidFd.from_pid(os.getpid()) as handle, pytest.raises(TypeError):
+        handle.send_signal(0, True)  # type: ignore[misc]
