@@ -14,6 +14,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pidfd._cli import main
+from pidfd._native import _REAP_GRACE
 
 _script = Path(sys.executable).with_name("pidfd")
 PIDFD = [str(_script)] if _script.exists() else [sys.executable, "-m", "pidfd"]
@@ -148,10 +152,42 @@ def test_run_exit_code(code: int) -> None:
     assert "\x1b[" not in result.stderr  # no status line without a terminal
 
 
-def test_run_killed_by_signal_exits_128_plus_n() -> None:
+def test_run_killed_by_signal_dies_by_it() -> None:
+    # As timeout(1): the wrapper dies by the signal that killed the command,
+    # so its parent sees the same thing as without the wrapper.
     result = cli("run", "--", *py("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
-    assert result.returncode == 128 + signal.SIGKILL, result.stderr
+    assert result.returncode == -signal.SIGKILL, result.stderr
     assert "killed by signal 9 (SIGKILL)" in result.stderr
+    assert "exit status:               137" in result.stderr  # what a shell shows
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGSEGV])
+def test_run_shell_sees_128_plus_n(sig: signal.Signals, tmp_path: Path) -> None:
+    # SIGSEGV dumps core by default: pidfd turns its own core dumps off
+    # before dying by it, so no core file of pidfd's appears in its cwd.
+    line = shlex.join([*PIDFD, "run", "--", *py(f"import os; os.kill(os.getpid(), {int(sig)})")])
+    result = subprocess.run(
+        ["sh", "-c", f"ulimit -c 0; {line}; echo status=$?"],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert f"status={128 + sig}" in result.stdout, result.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("core")]
+
+
+def test_main_returns_128_plus_n_instead_of_dying() -> None:
+    # main() is for Python callers: it must not kill the caller.
+    code = (
+        "import sys; from pidfd._cli import main; "
+        "sys.exit(main(['run', '--', 'sh', '-c', 'kill -TERM $$']) + 1)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=LIMIT, check=False
+    )
+    assert result.returncode == 128 + signal.SIGTERM + 1, result.stderr
 
 
 def test_run_json_parses_back() -> None:
@@ -176,9 +212,10 @@ def test_run_json_parses_back() -> None:
 def test_run_json_for_a_signal() -> None:
     result = cli("run", "--json", "--", *py("import os; os.kill(os.getpid(), 15)"))
     report = last_json(result.stdout)
-    assert result.returncode == 143
+    assert result.returncode == -signal.SIGTERM
     assert (report["exit_code"], report["signal"], report["signal_name"]) == (None, 15, "SIGTERM")
     assert report["returncode"] == -15
+    assert report["exit_status"] == report["command_exit_status"] == 143
 
 
 def test_run_command_not_found_is_127() -> None:
@@ -237,7 +274,7 @@ def test_run_forwards_signals(sig: signal.Signals) -> None:
         out, err = proc.communicate(timeout=LIMIT)
     text = out.decode()
     assert f"child got {sig.name}\n" in text, err
-    assert proc.returncode == 128 + sig, err
+    assert proc.returncode == -sig, err
     report = last_json(text)
     assert report["signal"] == sig
     assert report["signals_received"] == [{"signal": sig.name, "sent": True}]
@@ -302,22 +339,74 @@ def test_run_timeout_then_kill_after(ignore_term: bool) -> None:
     elapsed = time.monotonic() - started_at
     report = last_json(result.stdout)
     assert report["timed_out"] is True
+    # 124 as timeout(1), whatever the signal; the command's own status is
+    # kept in the report.
+    assert result.returncode == 124
+    assert report["exit_status"] == 124
     if ignore_term:
-        assert result.returncode == 128 + signal.SIGKILL
         assert report["signal_name"] == "SIGKILL"
+        assert report["command_exit_status"] == 128 + signal.SIGKILL
         assert report["sigkill_sent"] is True
     else:
-        assert result.returncode == 128 + signal.SIGTERM
         assert report["signal_name"] == "SIGTERM"
+        assert report["command_exit_status"] == 128 + signal.SIGTERM
         assert report["sigkill_sent"] is False
     assert elapsed < 10  # not the 15 s sleep
 
 
 def test_run_text_report_mentions_timeout() -> None:
     result = cli("run", "--timeout", "0.2", "--", "sleep", "15")
-    assert result.returncode == 128 + signal.SIGTERM
+    assert result.returncode == 124
     assert "timed out" in result.stderr
     assert "SIGTERM" in result.stderr
+    assert "exit status:               124 (timed out; the command's own: 143)" in result.stderr
+
+
+def test_run_timeout_preserve_status() -> None:
+    result = cli(
+        "run", "--json", "--timeout", "0.2", "--preserve-status", "--",
+        *py("import signal, sys, time; signal.signal(15, lambda *a: sys.exit(7)); time.sleep(15)"),
+    )  # fmt: skip
+    assert result.returncode == 7, result.stderr
+    report = last_json(result.stdout)
+    assert report["timed_out"] is True
+    assert report["exit_status"] == report["command_exit_status"] == 7
+
+
+def test_run_closed_stdout_keeps_the_status() -> None:
+    # The reader of stdout is gone before the JSON report is written: the
+    # command's status must still be pidfd's, not 125.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [*PIDFD, "run", "--json", "--", "sh", "-c", "exit 3"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=LIMIT,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr and "Exception" not in result.stderr
+
+
+def test_run_json_seq_into_head() -> None:
+    # The issue's own pipeline: seq dies of SIGPIPE once head has gone, and
+    # pidfd, which cannot print its JSON either, dies of it too, as `seq`
+    # alone would; before, it exited 125 and hid the command's status.
+    line = shlex.join([*PIDFD, "run", "--json", "--", "seq", "1", "100000"])
+    result = subprocess.run(
+        ["bash", "-c", f"{line} | head -1; echo status=${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        check=False,
+    )
+    assert result.stdout.splitlines() == ["1", f"status={128 + signal.SIGPIPE}"], result.stderr
+    assert "Traceback" not in result.stderr
 
 
 WORKLOAD = """
@@ -360,28 +449,151 @@ def test_run_rusage_matches_wait4() -> None:
     assert 0.5 < ours["user_cpu_s"] / ref["utime"] < 2.0, (ours, ref)
 
 
-def test_run_status_line_on_a_terminal() -> None:
+# A session leader whose controlling terminal is the pty fd argv[1], which
+# then execs argv[2:]: the terminal's foreground group is that process's.
+CTTY = (
+    "import fcntl, os, sys, termios; os.setsid(); fd = int(sys.argv[1]); "
+    "fcntl.ioctl(fd, termios.TIOCSCTTY, 0); fd > 2 and os.close(fd); "
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+PTY = object()  # stands for the pty's slave side in on_pty()'s stdio arguments
+
+
+@contextlib.contextmanager
+def on_pty(
+    argv: list[str], *, keep_open: bool = False, **stdio: Any
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start ``argv`` on a new pty as its controlling terminal; yield (proc, master fd).
+
+    ``stdin``/``stdout``/``stderr`` given as :data:`PTY` are the terminal;
+    anything else is passed to Popen as it is. ``keep_open`` keeps our own
+    copy of the terminal open, so that reading the master does not fail
+    with EIO while no process has it open (reads then never see EOF).
+    """
     master, slave = pty.openpty()
     try:
+        kwargs = {k: (slave if v is PTY else v) for k, v in stdio.items()}
         with started(
-            [*PIDFD, "run", "--", *py("import time; time.sleep(1.6)")],
-            stdout=subprocess.DEVNULL,
-            stderr=slave,
+            [sys.executable, "-c", CTTY, str(slave), *argv], pass_fds=(slave,), **kwargs
         ) as proc:
-            os.close(slave)
-            slave = -1
-            shown = read_until(master, b"running pid")
-            rest = read_all(master)
-            assert proc.wait(timeout=LIMIT) == 0
+            if not keep_open:
+                os.close(slave)
+                slave = -1
+            yield proc, master
     finally:
         os.close(master)
         if slave >= 0:
             os.close(slave)
-    text = (shown + rest).decode()
-    # The live line is erased before the report, which follows it.
-    status_at = text.index("running pid")
-    erase_at = text.index("\r\x1b[K", status_at)
-    assert text.index("command exited with code 0") > erase_at
+
+
+SLOW = "import time; time.sleep(1.6)"  # outlives RUN_STATUS_DELAY (1 s)
+
+
+def test_run_draws_no_status_line_on_the_commands_terminal() -> None:
+    # The command's stderr is the terminal (python3 -q's ">>>" prompt goes
+    # there): a status line drawn on it would mix with the command's output.
+    with on_pty([*PIDFD, "run", "--", *py(SLOW)], stdin=subprocess.DEVNULL, stderr=PTY) as (
+        proc,
+        master,
+    ):
+        text = read_all(master).decode()
+        assert proc.wait(timeout=LIMIT) == 0
+    assert "command exited with code 0" in text
+    assert "running pid" not in text and "\x1b[" not in text
+
+
+def test_run_progress_never_on_a_terminal_the_command_shares() -> None:
+    # Asked for, the line still stays off a terminal the command writes to:
+    # the terminal shows the command's output and nothing else.
+    child = py("""
+        import sys, time
+        sys.stdout.write(">>> "); sys.stdout.flush()
+        time.sleep(1.6)
+        print("bye")
+        """)
+    with on_pty(
+        [*PIDFD, "run", "--progress", "--", *child],
+        stdin=subprocess.DEVNULL,
+        stdout=PTY,
+        stderr=subprocess.PIPE,
+    ) as (proc, master):
+        shown = read_all(master)
+        _, err = proc.communicate(timeout=LIMIT)
+    assert proc.returncode == 0, err
+    assert shown == b">>> bye\r\n"
+    assert b"command exited with code 0" in err and b"\x1b[" not in err
+
+
+def test_run_progress_on_a_free_terminal() -> None:
+    # stdin, stdout and stderr all elsewhere: the line is drawn on the
+    # controlling terminal, then erased; the report goes to stderr.
+    # pidfd alone opens the terminal (as /dev/tty), so we keep it open too.
+    with on_pty(
+        [*PIDFD, "run", "--progress", "--", *py(SLOW)],
+        keep_open=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as (proc, master):
+        shown = read_until(master, b"running pid")
+        out, err = proc.communicate(timeout=LIMIT)
+        while select.select([master], [], [], 0)[0]:
+            shown += os.read(master, 4096)
+    assert proc.returncode == 0, err
+    text = shown.decode()
+    assert text.endswith("\r\x1b[K")  # erased before pidfd ended
+    assert "command exited with code 0" not in text
+    assert b"command exited with code 0" in err and b"\x1b[" not in err
+    assert out == b""
+
+
+def test_ctrl_c_stops_a_shell_loop_at_once() -> None:
+    # The issue's loop: with `timeout 30 sleep 30` one Ctrl-C is enough, and
+    # so it must be with pidfd run, which means dying by SIGINT (bash goes on
+    # after a child that merely exits 130, taking it as handled).
+    one = shlex.join(
+        [*PIDFD, "run", "--no-progress", "--", "sh", "-c", "echo ready; exec sleep 30"]
+    )
+    loop = f"for i in 1 2 3; do {one}; echo next-$i; done; echo loop-done"
+    with on_pty(["bash", "-c", loop], stdin=PTY, stdout=PTY, stderr=PTY) as (proc, master):
+        seen = read_until(master, b"ready")
+        os.write(master, b"\x03")  # ^C
+        seen += read_all(master)
+        assert proc.wait(timeout=LIMIT) == -signal.SIGINT
+    text = seen.decode()
+    assert "killed by signal 2 (SIGINT)" in text  # reported first
+    assert "next-1" not in text and "loop-done" not in text
+
+
+def test_wait_ctrl_c_reports_then_dies_by_sigint() -> None:
+    with started(py(BLOCKED.format(code=0)), stdin=subprocess.PIPE) as child:
+        with on_pty(
+            [*PIDFD, "wait", str(child.pid)], stdin=PTY, stdout=subprocess.PIPE, stderr=PTY
+        ) as (proc, master):
+            seen = read_until(master, b"waiting for 1 of 1")
+            os.write(master, b"\x03")
+            seen += read_all(master)
+            assert proc.wait(timeout=LIMIT) == -signal.SIGINT
+        assert child.poll() is None  # the watched process was not touched
+    assert f"interrupted; still running: {child.pid}" in seen.decode()
+
+
+def test_run_help_never_breaks_an_option_across_lines(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for columns in range(40, 121):
+        monkeypatch.setenv("COLUMNS", str(columns))
+        assert main(["run", "--help"]) == 0
+        text = capsys.readouterr().out
+        broken = [line for line in text.splitlines() if re.search(r"--[a-z]+-$", line)]
+        assert not broken, (columns, broken)
+
+
+def test_wait_help_states_the_real_reap_grace(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["wait", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"not reaped it {_REAP_GRACE:g} s after it exited" in text
+    assert "half a second" not in text
 
 
 # ---------------------------------------------------------------- wait

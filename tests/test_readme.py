@@ -1,4 +1,12 @@
-"""Every Python example in the README runs, and prints what its comments say."""
+"""Every Python example in the README and on the documentation site runs, and
+prints what its comments say.
+
+A ```` ```python ```` block runs on its own under ``python -c`` (so a block that
+needs asyncio or trio starts its own event loop). A line ``print(x)  # value``
+asserts that ``value`` is printed on a line of its own; ``# e.g. ...`` marks
+output that varies and is not checked. A block whose first line is
+``# Linux >= X.Y`` is skipped on an older kernel.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +18,20 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if README.exists() else []
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+PAGES = [p for p in PAGES if p.exists() and "_build" not in p.parts]
+
+
+def python_blocks(page: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M)
+
+
+BLOCKS = [
+    pytest.param(block, id=f"{page.relative_to(ROOT)}:block{i}")
+    for page in PAGES
+    for i, block in enumerate(python_blocks(page))
+]
 
 
 def expected_output(block: str) -> list[str]:
@@ -23,10 +43,16 @@ def expected_output(block: str) -> list[str]:
     ]
 
 
+def test_the_pages_are_found() -> None:
+    if not (ROOT / "README.md").exists():
+        pytest.skip("README.md not next to the tests (installed-wheel run)")
+    assert any(p.parent.name == "docs" for p in PAGES), "no docs/*.md found"
+    assert len(BLOCKS) > 10, BLOCKS
+
+
 @pytest.mark.skipif(not BLOCKS, reason="README.md not next to the tests (installed-wheel run)")
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_example(block: str, tmp_path: Path) -> None:
-    # A block that starts with "# Linux >= X.Y" needs that kernel.
+@pytest.mark.parametrize("block", BLOCKS)
+def test_example(block: str, tmp_path: Path) -> None:
     needs = re.match(r"# Linux >= (\d+)\.(\d+)", block)
     running = tuple(int(n) for n in re.findall(r"\d+", os.uname().release)[:2])
     if needs and running < (int(needs[1]), int(needs[2])):

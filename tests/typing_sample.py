@@ -12,7 +12,8 @@ import os
 import resource
 import signal
 import socket
-from typing import assert_type
+import subprocess
+from typing import IO, Any, assert_type
 
 import pidfd
 from pidfd import AsyncPidFd, ExitInfo, ExitStatus, PidFd, ProcessInfo, wait_any
@@ -86,3 +87,46 @@ async def async_usage(pid: int) -> ExitStatus:
         assert_type(await handle.wait_exit(), "ExitStatus | None")
         info = await handle.wait()
         return info.status
+
+
+def popen_usage() -> int:
+    # Typed as typeshed types subprocess.Popen: text or bytes from the arguments.
+    text = pidfd.Popen(["ls"], stdout=subprocess.PIPE, text=True)
+    assert_type(text, "pidfd.Popen[str]")
+    assert_type(pidfd.Popen(["ls"], encoding="utf-8"), "pidfd.Popen[str]")
+    assert_type(pidfd.Popen(["ls"], errors="replace"), "pidfd.Popen[str]")
+    assert_type(pidfd.Popen(["ls"], universal_newlines=True), "pidfd.Popen[str]")
+    raw = pidfd.Popen(["ls"], stdout=subprocess.PIPE)
+    assert_type(raw, "pidfd.Popen[bytes]")
+    flag: bool = True
+    assert_type(pidfd.Popen("ls", shell=True, text=flag), pidfd.Popen[Any])
+    stock: subprocess.Popen[str] = text  # usable wherever subprocess.Popen is
+    assert_type(stock.communicate(timeout=1.0), tuple[str, str])
+    assert_type(text.stdout, IO[str] | None)
+    assert_type(raw.stdout, IO[bytes] | None)
+    assert_type(text.pidfd, "PidFd | None")
+    assert_type(text.rusage, "resource.struct_rusage | None")
+    assert_type(text.exit_status, "ExitStatus | None")
+    assert_type(text.poll(), "int | None")
+    text.send_signal(signal.SIGTERM)
+    text.terminate()
+    text.kill()
+    with raw:
+        return raw.wait(timeout=1.5)
+
+
+def run_usage() -> None:
+    done = pidfd.run(["ls"], capture_output=True, text=True)
+    assert_type(done, "pidfd.CompletedProcess[str]")
+    assert_type(done.stdout, str)
+    assert_type(pidfd.run(["ls"], check=True), "pidfd.CompletedProcess[bytes]")
+    assert_type(pidfd.run(["ls"], input=b"x").stdout, bytes)
+    assert_type(pidfd.run(["ls"], text=flag()), pidfd.CompletedProcess[Any])
+    stock: subprocess.CompletedProcess[str] = done
+    assert_type(stock.returncode, int)
+    assert_type(done.rusage, "resource.struct_rusage | None")
+    assert_type(done.exit_status, "ExitStatus | None")
+
+
+def flag() -> bool:
+    return True

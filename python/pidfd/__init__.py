@@ -36,14 +36,22 @@ from pidfd._native import (
     __version__,
 )
 from pidfd._native import wait_any as _wait_any
+from pidfd._popen import CompletedProcess, Popen, run
+from pidfd._process import Process, open_process, run_process
 
 __all__ = [
     "AsyncPidFd",
+    "CompletedProcess",
     "ExitInfo",
     "ExitStatus",
     "PidFd",
+    "Popen",
+    "Process",
     "ProcessInfo",
     "__version__",
+    "open_process",
+    "run",
+    "run_process",
     "wait_any",
 ]
 

@@ -1,8 +1,6 @@
 """``python -m pidfd``: the same as the ``pidfd`` command."""
 
-import sys
-
-from pidfd._cli import main
+from pidfd._cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

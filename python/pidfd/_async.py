@@ -180,6 +180,24 @@ class AsyncPidFd:
         finally:
             self._release()
 
+    async def _wait_readable_once(self) -> None:
+        """Await the fd's readability once, one task at a time, reaping nothing.
+
+        For owners that reap by other means (``pidfd.Process`` reaps through
+        its ``Popen``): returns when the process has exited, or - for a task
+        that queued behind another - when that task's turn is over, so the
+        caller re-checks before waiting again. ``ClosedResourceError`` if the
+        handle is closed meanwhile.
+        """
+        if self._busy:
+            await self._queue()
+            return
+        self._busy = True
+        try:
+            await self._readable()
+        finally:
+            self._release()
+
     async def wait_exit(self) -> ExitStatus | None:
         """Wait for the process — child or not — to exit, without reaping it.
 

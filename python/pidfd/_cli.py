@@ -12,6 +12,11 @@ usage come from one ``waitid(P_PIDFD)``, and signals are forwarded with
 processes that are not our children, like util-linux ``waitpid(1)``, and
 reports their exit status where the kernel can tell. The same entry point
 runs as ``python -m pidfd``.
+
+Exit statuses follow the wrappers people already script against: ``run``
+exits with the command's code, dies by the signal that killed the command
+(as ``timeout(1)`` does, so a shell loop stops on the first Ctrl-C), and
+exits 124 when ``--timeout`` fired.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import errno
 import json
 import math
 import os
+import resource
 import shlex
 import signal
+import stat
 import sys
+import textwrap
 import time
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from pidfd import PidFd, __version__, wait_any
 from pidfd._native import _REAP_GRACE
@@ -42,6 +50,7 @@ PROG = "pidfd"
 
 # Exit statuses of `pidfd run` itself, as env(1), nohup(1) and timeout(1)
 # use them, so that a script can tell them from the command's own.
+RUN_TIMED_OUT = 124
 RUN_FAILED = 125
 RUN_NOT_EXECUTABLE = 126
 RUN_NOT_FOUND = 127
@@ -67,6 +76,8 @@ SI_KERNEL = 0x80
 
 # The live status line is redrawn this often (seconds), and for `run` only
 # once the command has been running this long, so quick commands never see it.
+# `run` draws it only when asked (--progress), and then only on a terminal
+# the command cannot write to or read from (see _free_terminal).
 REFRESH = 1.0
 RUN_STATUS_DELAY = 1.0
 
@@ -130,7 +141,10 @@ reaches the command directly and is not sent twice.
 
 exit status:
   N        the command exited with code N
-  128+N    the command was killed by signal N (as shells report it)
+  128+N    the command was killed by signal N: pidfd reports, then dies by
+           the same signal, as timeout(1) does (a shell shows 128+N)
+  {RUN_TIMED_OUT}      --timeout fired (the command's own status is in the report;
+           --preserve-status exits with it instead)
   {RUN_FAILED}      pidfd run itself failed (bad usage, kernel without pidfd)
   {RUN_NOT_EXECUTABLE}      the command was found but could not be executed
   {RUN_NOT_FOUND}      the command was not found
@@ -145,8 +159,8 @@ WAIT_EPILOG = f"""\
 Each process is reported on stdout as it exits. Nothing is reaped, so its
 parent still collects its status as usual; once the parent has done so,
 which normally happens at once, Linux >= 6.15 tells pidfd wait the status
-too. If the parent does not reap it within half a second, or the kernel is
-older, the status is reported as unknown: it is never guessed.
+too. If the parent has not reaped it {REAP_GRACE:g} s after it exited, or the kernel
+is older, the status is reported as unknown: never guessed.
 
 exit status:
   {WAIT_OK}  every process waited for (or --count of them) has exited; a PID
@@ -154,6 +168,7 @@ exit status:
   {WAIT_FAILED}  an unexpected error (e.g. a kernel without pidfd_open)
   {WAIT_USAGE}  bad usage, or none of the PIDs names an existing process
   {WAIT_TIMEOUT}  the --timeout expired first
+  Ctrl-C: pidfd says which processes were still running, then dies by SIGINT
 
 examples:
   pidfd wait 1234 5678
@@ -177,6 +192,14 @@ example:
 """
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Never wrap an option's help at a hyphen, which splits ``--kill-after``."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        text = " ".join(text.split())
+        return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(
         prog=PROG,
@@ -187,13 +210,14 @@ def _build_parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = _HelpFormatter
 
     run = sub.add_parser(
         "run",
         help="run a command, forward signals to it, report its exit and resource usage",
-        usage="%(prog)s [-h] [--timeout S] [--kill-after S] [--json]\n"
-        "                 [--progress | --no-progress] -- CMD [ARG...]",
+        usage="%(prog)s [-h] [--timeout S] [--kill-after S] [--preserve-status]\n"
+        "                 [--json] [--progress | --no-progress]\n"
+        "                 -- CMD [ARG...]",
         description="Start CMD, wait for it on a pidfd and report how it ended (exit\n"
         "code or signal, core dump) and its resource usage (CPU time, max RSS,\n"
         "page faults, context switches), like /usr/bin/time -v.",
@@ -206,7 +230,8 @@ def _build_parser() -> _Parser:
         "--timeout",
         type=_seconds,
         metavar="S",
-        help="after S seconds send SIGTERM (then SIGKILL, see --kill-after)",
+        help=f"after S seconds send SIGTERM (then SIGKILL, see --kill-after) and exit "
+        f"{RUN_TIMED_OUT}, as timeout(1) does",
     )
     run.add_argument(
         "--kill-after",
@@ -217,9 +242,19 @@ def _build_parser() -> _Parser:
         "after SIGTERM (default: %(default)s)",
     )
     run.add_argument(
+        "--preserve-status",
+        action="store_true",
+        help=f"on --timeout exit with the command's own status, not {RUN_TIMED_OUT}",
+    )
+    run.add_argument(
         "--json", action="store_true", help="print one JSON object on stdout instead of the report"
     )
-    _add_progress(run)
+    _add_progress(
+        run,
+        "draw a live status line on the controlling terminal, only if the command's "
+        "stdin, stdout and stderr are all elsewhere (never on a terminal it shares)",
+        "never draw it (the default)",
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="the command")
 
     wait = sub.add_parser(
@@ -247,7 +282,11 @@ def _build_parser() -> _Parser:
         action="store_true",
         help="print one JSON object per line for each process as it exits",
     )
-    _add_progress(wait)
+    _add_progress(
+        wait,
+        "always show the live status line on stderr",
+        "never show it (default: only when stderr is a terminal)",
+    )
     wait.add_argument("pids", nargs="+", type=_pid, metavar="PID", help="process ids")
 
     info = sub.add_parser(
@@ -263,34 +302,82 @@ def _build_parser() -> _Parser:
     return parser
 
 
-def _add_progress(parser: argparse.ArgumentParser) -> None:
+def _add_progress(parser: argparse.ArgumentParser, on: str, off: str) -> None:
     group = parser.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_const", const=True, help=on)
     group.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_const",
-        const=True,
-        help="always show the live status line on stderr",
+        "--no-progress", dest="progress", action="store_const", const=False, help=off
     )
-    group.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_const",
-        const=False,
-        help="never show it (default: only when stderr is a terminal)",
-    )
+
+
+class _Outcome(NamedTuple):
+    """How the command line ends: an exit status, or death by a signal."""
+
+    status: int
+    die_by: int | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pidfd`` command line with ``argv`` (default ``sys.argv[1:]``).
 
     Returns the exit status instead of exiting, so it can be called from
-    Python; the console script passes it to ``sys.exit``. The report goes to
-    stderr, as from the command line::
+    Python; where the ``pidfd`` command would die by a signal (the command
+    was killed by it, or Ctrl-C) this returns 128 + that signal, as a shell
+    reports it. The report goes to stderr, as from the command line::
 
         >>> main(["run", "--", "sh", "-c", "exit 3"])
         3
     """
+    return _main(argv).status
+
+
+def console() -> NoReturn:
+    """The ``pidfd`` console script: :func:`main`, then exit or die by the signal.
+
+    Dying by the signal that killed the command (or by Ctrl-C's SIGINT),
+    rather than exiting with 128 + N, is what lets the shell that started
+    us tell: ``for f in *; do pidfd run -- slow "$f"; done`` stops at the
+    first Ctrl-C, as it would without the wrapper.
+    """
+    outcome = _main(None)
+    if outcome.die_by is not None:
+        _die_by(outcome.die_by)
+    sys.exit(outcome.status)
+
+
+# Signals whose default action also dumps core (signal(7)): before dying by
+# one, pidfd turns its own core dumps off, as timeout(1) does, so that the
+# command's crash does not leave a second core file, pidfd's.
+_CORE_SIGNALS = frozenset(
+    int(getattr(signal, name))
+    for name in (
+        "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+        "SIGSEGV", "SIGXCPU", "SIGXFSZ", "SIGSYS",
+    )
+    if hasattr(signal, name)
+)  # fmt: skip
+
+
+def _die_by(sig: int) -> NoReturn:
+    """Die by ``sig`` (default disposition, unblocked, raised); else exit 128 + sig."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+    with contextlib.suppress(OSError, ValueError):
+        if sig in _CORE_SIGNALS:
+            _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+        if sig != signal.SIGKILL:  # its disposition cannot be changed, nor needs to
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        signal.raise_signal(sig)
+    # Still here: a signal whose default action does not terminate (the
+    # command cannot have died of one, but a caller might pass it).
+    os._exit(128 + sig)
+
+
+def _main(argv: Sequence[str] | None) -> _Outcome:
     parser = _build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
@@ -299,44 +386,113 @@ def main(argv: Sequence[str] | None = None) -> int:
             culprit = args.run_parser if args.command == "run" else parser
             culprit.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version and usage errors
-        return exc.code if isinstance(exc.code, int) else 1
-    out = _Output(sys.stderr, args.progress if "progress" in args else None)
+        return _Outcome(exc.code if isinstance(exc.code, int) else 1)
     try:
         if args.command == "run":
-            return _run(args, out)
+            return _run(args)
         if args.command == "wait":
-            return _wait(args, out)
-        return _info(args)
+            return _Outcome(_wait(args, _Output(_wait_line(args.progress))))
+        return _Outcome(_info(args))
     except KeyboardInterrupt:
-        out.clear()
-        return 128 + signal.SIGINT
+        # Reported where there is something to say (wait); then die by it.
+        return _Outcome(128 + signal.SIGINT, signal.SIGINT)
     except BrokenPipeError:
         # The reader went away (e.g. `| head -1`): stop quietly, and keep
         # Python from complaining again when it flushes stdout at exit.
+        _silence_stdout()
+        return _Outcome(WAIT_FAILED if args.command != "run" else RUN_FAILED)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so that a closed pipe cannot fail a later flush."""
+    with contextlib.suppress(OSError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, 1)
         os.close(devnull)
-        return WAIT_FAILED if args.command != "run" else RUN_FAILED
+
+
+def _wait_line(progress: bool | None) -> IO[str] | None:
+    """Where `wait` draws its status line: stderr, if it is a terminal (or forced)."""
+    if progress is None:
+        try:
+            progress = sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            progress = False
+    return sys.stderr if progress else None
+
+
+def _controlling_tty() -> tuple[int, int] | None:
+    """(major, minor) of this process's controlling terminal, from /proc."""
+    try:
+        with open("/proc/self/stat", encoding="ascii", errors="replace") as f:
+            text = f.read()
+        # Fields after the command name: state ppid pgrp session tty_nr.
+        tty_nr = int(text[text.rindex(")") + 1 :].split()[4])
+    except (OSError, ValueError, IndexError):
+        return None
+    if tty_nr == 0:
+        return None
+    # The kernel's new_encode_dev(): minor bits 0-7 and 20-31, major 8-19.
+    return (tty_nr >> 8) & 0xFFF, (tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)
+
+
+def _free_terminal() -> IO[str] | None:
+    """The controlling terminal, open for the status line, if the command can't reach it.
+
+    The command inherits our stdin, stdout and stderr; if any of them is
+    the controlling terminal, what the command prints (or what the terminal
+    echoes of what the user types to it) would land on the same line as
+    ours, so there is no line at all. A pipeline stage after us that writes
+    to the terminal (``| tee``, ``| less``) cannot be seen from here, which
+    is why `run` draws the line only when asked.
+    """
+    tty = _controlling_tty()
+    if tty is None:
+        return None
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == tty:
+            return None
+    try:
+        fd = os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    # Closed by _run.
+    return open(fd, "w", encoding="utf-8", errors="replace")
 
 
 class _Output:
-    """The live status line on stderr, erased before anything else is printed."""
+    """The live status line, erased before anything else is printed.
 
-    def __init__(self, stream: IO[str], enabled: bool | None) -> None:
-        self.stream = stream
-        if enabled is None:
-            try:
-                enabled = stream.isatty()
-            except (AttributeError, ValueError):
-                enabled = False
-        self.enabled = enabled
+    ``line`` is where it is drawn (None: nowhere); messages go to stderr and
+    results to stdout, either of which may be the same terminal.
+    """
+
+    def __init__(self, line: IO[str] | None) -> None:
+        self.line = line
+        self.enabled = line is not None
         self.shown = False
 
+    def _drawable(self) -> bool:
+        assert self.line is not None
+        if self.line is sys.stderr:
+            return True
+        # Our own terminal: only while we are in its foreground group, so
+        # that a job moved to the background (with `stty tostop`) is never
+        # stopped by SIGTTOU for the sake of a status line.
+        try:
+            return os.tcgetpgrp(self.line.fileno()) == os.getpgrp()
+        except OSError:
+            return False
+
     def status(self, text: str) -> None:
-        if not self.enabled:
+        if self.line is None or not self._drawable():
             return
         try:
-            width = os.get_terminal_size(self.stream.fileno()).columns
+            width = os.get_terminal_size(self.line.fileno()).columns
         except (OSError, ValueError, AttributeError):
             width = 0
         # A terminal of unknown size (a fresh pty) says 0 columns.
@@ -344,20 +500,23 @@ class _Output:
         if len(text) >= width:
             text = text[: max(width - 2, 1)] + "…"
         # \r and "erase to end of line" rewrite the same line each time.
-        self.stream.write(f"\r\x1b[K{text}")
-        self.stream.flush()
-        self.shown = True
+        with contextlib.suppress(OSError):
+            self.line.write(f"\r\x1b[K{text}")
+            self.line.flush()
+            self.shown = True
 
     def clear(self) -> None:
-        if self.shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+        if self.shown and self.line is not None:
+            with contextlib.suppress(OSError):
+                self.line.write("\r\x1b[K")
+                self.line.flush()
             self.shown = False
 
     def err(self, text: str) -> None:
         """A message on stderr, e.g. a pid that does not exist."""
         self.clear()
-        print(f"{PROG}: {text}", file=self.stream, flush=True)
+        with contextlib.suppress(OSError):
+            print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
     def out(self, text: str) -> None:
         """A result on stdout, which may be the same terminal as stderr."""
@@ -422,13 +581,24 @@ def _elapsed(seconds: float) -> str:
 # --------------------------------------------------------------------- run
 
 
-def _run(args: argparse.Namespace, out: _Output) -> int:
+def _run(args: argparse.Namespace) -> _Outcome:
     cmd: list[str] = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
         args.run_parser.error("no command given: pidfd run [OPTIONS] -- CMD [ARG...]")
+    line = _free_terminal() if args.progress else None
+    out = _Output(line)
+    try:
+        return _run_signals(args, cmd, out)
+    finally:
+        out.clear()
+        if line is not None:
+            with contextlib.suppress(OSError):
+                line.close()
 
+
+def _run_signals(args: argparse.Namespace, cmd: list[str], out: _Output) -> _Outcome:
     # Signals we forward, plus SIGCHLD to learn that the command exited, are
     # blocked and taken with sigtimedwait(): one wait for "child exited,
     # a signal came, or it is time to act", with the siginfo that tells a
@@ -459,7 +629,7 @@ def _run_blocked(
     forwarded: set[signal.Signals],
     watched: set[signal.Signals],
     old_mask: Iterable[int],
-) -> int:
+) -> _Outcome:
     started = time.monotonic()
     try:
         pid = os.posix_spawnp(
@@ -475,10 +645,10 @@ def _run_blocked(
     except OSError as exc:
         out.err(f"{cmd[0]}: {exc.strerror or exc}")
         if exc.errno == errno.ENOENT:
-            return RUN_NOT_FOUND
+            return _Outcome(RUN_NOT_FOUND)
         if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
-            return RUN_NOT_EXECUTABLE
-        return RUN_FAILED
+            return _Outcome(RUN_NOT_EXECUTABLE)
+        return _Outcome(RUN_FAILED)
 
     # The child is not reaped until we wait for it, so its pid cannot have
     # been reused yet: opening the handle now is race-free.
@@ -489,18 +659,39 @@ def _run_blocked(
         # Still our unreaped child, so the pid is safe to use here.
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        return RUN_FAILED
+        return _Outcome(RUN_FAILED)
 
     with handle:
         info, events = _supervise(handle, cmd, args, out, forwarded, watched, started)
     elapsed = time.monotonic() - started
     out.clear()
-    report = _run_report(cmd, info, elapsed, events)
-    if args.json:
-        print(json.dumps(report), flush=True)
-    else:
-        _print_run_report(report, sys.stderr)
-    return _shell_status(info.status)
+    status = info.status
+    timed_out = events["timed_out"]
+    exit_status = _shell_status(status)
+    if timed_out and not args.preserve_status:
+        exit_status = RUN_TIMED_OUT
+    report = _run_report(cmd, info, elapsed, events, exit_status)
+    _emit_run_report(report, as_json=args.json)
+    # Killed by a signal: die by it too (timeout(1) does the same), except
+    # after our own --timeout, whose status says "timed out" instead.
+    if status.signal is not None and not timed_out:
+        return _Outcome(exit_status, status.signal)
+    return _Outcome(exit_status)
+
+
+def _emit_run_report(report: dict[str, Any], *, as_json: bool) -> None:
+    """Print the report; a reader that went away does not change the exit status."""
+    try:
+        if as_json:
+            print(json.dumps(report), flush=True)
+        else:
+            _print_run_report(report, sys.stderr)
+    except OSError:
+        # EPIPE (`pidfd run --json -- seq 1 100000 | head -1`) or a closed
+        # fd: the command's status is what the caller asked for, and it
+        # stands. stdout is pointed at /dev/null so that the flush at exit
+        # cannot fail again and print a traceback.
+        _silence_stdout()
 
 
 def _supervise(
@@ -585,7 +776,7 @@ def _run_status(
 
 
 def _run_report(
-    cmd: list[str], info: ExitInfo, elapsed: float, events: dict[str, Any]
+    cmd: list[str], info: ExitInfo, elapsed: float, events: dict[str, Any], exit_status: int
 ) -> dict[str, Any]:
     status = info.status
     ru = info.rusage
@@ -594,7 +785,10 @@ def _run_report(
         "pid": info.pid,
         **_status_json(status),
         "returncode": status.returncode,
-        "exit_status": _shell_status(status),
+        # What `pidfd run` exits with (124 after --timeout), and what the
+        # command's own status would make it as a shell reports it.
+        "exit_status": exit_status,
+        "command_exit_status": _shell_status(status),
         "timed_out": events["timed_out"],
         "sigkill_sent": events["sigkill_sent"],
         "signals_received": events["forwarded"],
@@ -623,6 +817,9 @@ def _print_run_report(r: dict[str, Any], stream: IO[str]) -> None:
         core = ", core dumped" if r["core_dumped"] else ""
         how = f"killed by signal {r['signal']} ({r['signal_name']}){core}"
     lines = [f"{PROG}: command {how}"]
+    own = ""
+    if r["exit_status"] != r["command_exit_status"]:
+        own = f" (timed out; the command's own: {r['command_exit_status']})"
     if r["timed_out"]:
         kill = ", then SIGKILL" if r["sigkill_sent"] else ""
         lines.append(f"  timed out:                 SIGTERM sent{kill}")
@@ -641,7 +838,7 @@ def _print_run_report(r: dict[str, Any], stream: IO[str]) -> None:
         f"{ru['voluntary_context_switches']} voluntary / "
         f"{ru['involuntary_context_switches']} involuntary",
         f"  block I/O (in/out):        {ru['block_input_ops']} / {ru['block_output_ops']}",
-        f"  exit status:               {r['exit_status']}",
+        f"  exit status:               {r['exit_status']}{own}",
     ]
     stream.write("\n".join(lines) + "\n")
     stream.flush()
@@ -720,40 +917,46 @@ def _wait_loop(
                     break
         return count
 
-    while True:
-        now = time.monotonic()
-        reported += settle(now, force=False)
-        if reported >= want:
-            break
-        if deadline is not None and now >= deadline:
-            # Those already seen to exit count; the rest timed out.
-            reported += settle(now, force=True)
+    try:
+        while True:
+            now = time.monotonic()
+            reported += settle(now, force=False)
             if reported >= want:
                 break
-            pids = " ".join(str(h.pid) for h in running)
-            out.err(f"timed out after {args.timeout:g} s; still running: {pids}")
-            return WAIT_TIMEOUT
-        step = None if deadline is None else deadline - now
-        if out.enabled:
-            pids = " ".join(str(h.pid) for h in running)
-            out.status(
-                f"{PROG}: {_elapsed(now - started)} waiting for {len(running)} "
-                f"of {len(handles)}: {pids}"
-            )
-            step = REFRESH if step is None else min(REFRESH, step)
-        if pending:
-            step = REAP_POLL if step is None else min(REAP_POLL, step)
-        if not running:
-            time.sleep(step or 0.0)
-            continue
-        try:
-            exited = wait_any(running, timeout=step)
-        except TimeoutError:
-            continue
-        seen = time.monotonic()
-        for handle in exited:
-            running.remove(handle)
-            pending.append((handle, seen))
+            if deadline is not None and now >= deadline:
+                # Those already seen to exit count; the rest timed out.
+                reported += settle(now, force=True)
+                if reported >= want:
+                    break
+                pids = " ".join(str(h.pid) for h in running)
+                out.err(f"timed out after {args.timeout:g} s; still running: {pids}")
+                return WAIT_TIMEOUT
+            step = None if deadline is None else deadline - now
+            if out.enabled:
+                pids = " ".join(str(h.pid) for h in running)
+                out.status(
+                    f"{PROG}: {_elapsed(now - started)} waiting for {len(running)} "
+                    f"of {len(handles)}: {pids}"
+                )
+                step = REFRESH if step is None else min(REFRESH, step)
+            if pending:
+                step = REAP_POLL if step is None else min(REAP_POLL, step)
+            if not running:
+                time.sleep(step or 0.0)
+                continue
+            try:
+                exited = wait_any(running, timeout=step)
+            except TimeoutError:
+                continue
+            seen = time.monotonic()
+            for handle in exited:
+                running.remove(handle)
+                pending.append((handle, seen))
+    except KeyboardInterrupt:
+        # Say what was left; then _main dies by SIGINT.
+        left = " ".join(str(h.pid) for h in running + [h for h, _ in pending])
+        out.err(f"interrupted; still running: {left}" if left else "interrupted")
+        raise
     out.clear()
     return WAIT_OK
 

@@ -1,6 +1,6 @@
 """Type stubs for ``pidfd._native``, the compiled core of async-pidfd.
 
-Hand-written to match ``src/lib.rs`` exactly; ``python -m mypy.stubtest
+Hand-written to match the PyO3 classes under ``src/`` exactly; ``python -m mypy.stubtest
 pidfd._native`` checks them against the built module in CI. The classes are
 created by the native module only (they have no public constructor) and
 cannot be subclassed.

@@ -1,0 +1,514 @@
+"""`pidfd.Popen` and `pidfd.run`: start a process on a pidfd from birth.
+
+`Popen` is `subprocess.Popen` with the waiting and the signalling moved onto
+a pidfd. Spawning stays CPython's own `_execute_child`, so every option
+(`preexec_fn`, `pass_fds`, `process_group`, `user`, `umask`, ...) behaves as
+the standard library documents it; the pidfd is opened the moment that call
+returns, while the child is certainly ours and unreaped (its pid cannot have
+been reused yet), and it is closed as soon as the child has been reaped.
+
+What changes, compared with `subprocess.Popen`:
+
+- `wait(timeout)` blocks in `poll(2)` on the pidfd (GIL released, Ctrl-C
+  interrupts it) instead of sleeping in a loop, and reaps with
+  `waitid(P_PIDFD)`, which also yields the child's resource usage.
+- `send_signal` goes through `pidfd_send_signal(2)`: it can never reach a
+  process that reused the pid, even when something else in the program
+  reaped the child behind our back.
+- When the child was reaped behind our back (or auto-reaped because
+  `SIGCHLD` is ignored), `returncode` is the true one where the kernel keeps
+  it (`PIDFD_INFO_EXIT`, Linux >= 6.15); otherwise 0, as `subprocess` says,
+  and `exit_status` stays `None` so the two cases can be told apart.
+
+Where `pidfd_open` is refused (an old kernel, a seccomp sandbox, `EMFILE`),
+`pidfd` is `None` and the object waits and signals exactly as
+`subprocess.Popen` does; it never fails to start a process for want of a
+handle.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import subprocess
+import time
+from typing import TYPE_CHECKING, Any, AnyStr, Literal, TypeVar, overload
+
+from pidfd._native import ExitStatus, PidFd
+from pidfd._native import wait_any as _wait_any
+
+if TYPE_CHECKING:
+    import resource
+    import threading
+    from collections.abc import Sequence
+
+    from _typeshed import StrOrBytesPath
+
+    from pidfd._native import ExitInfo
+
+    _Cmd = StrOrBytesPath | Sequence[StrOrBytesPath]
+
+__all__ = ["CompletedProcess", "Popen", "run"]
+
+_T = TypeVar("_T")
+
+
+class Popen(subprocess.Popen[AnyStr]):
+    """`subprocess.Popen` on a pidfd: race-free waits and signals, with rusage.
+
+    Takes every argument `subprocess.Popen` takes, with the same meaning,
+    and is used the same way::
+
+        import pidfd
+
+        with pidfd.Popen(["sh", "-c", "exit 3"]) as proc:
+            print(proc.wait())   # 3
+        print(proc.exit_status, proc.pidfd)   # ExitStatus(code=3) None
+
+    Attributes added to those of `subprocess.Popen`:
+
+    ``pidfd``
+        The :class:`PidFd` of the child from spawn until it is reaped;
+        ``None`` after that, and ``None`` from the start where the kernel or
+        a sandbox refused ``pidfd_open`` (then everything works as in
+        `subprocess.Popen`).
+    ``rusage``
+        The child's ``resource.struct_rusage`` once it has been reaped by
+        this object (``None`` before, and where the kernel reaped it).
+    ``exit_status``
+        The decoded :class:`ExitStatus` once the child has been reaped;
+        ``None`` while it runs and where its true status is unknown (then
+        ``returncode`` is 0, as `subprocess` reports it).
+
+    Thread-safe as `subprocess.Popen` is: reaping is serialised by the same
+    ``_waitpid_lock``, and no lock is held while a ``wait()`` blocks.
+    """
+
+    if TYPE_CHECKING:
+        # Typeshed's overloads bind ``self: subprocess.Popen[str]``, which
+        # mypy does not carry over to a subclass (every call would come out
+        # as Popen[str]), so the text/bytes choice is restated here. The
+        # other arguments are passed on unchecked; at run time they are
+        # subprocess.Popen's own, and wrong ones raise TypeError there.
+        @overload
+        def __init__(
+            self: Popen[str], args: _Cmd, *popenargs: Any, text: Literal[True], **kwargs: Any
+        ) -> None: ...
+        @overload
+        def __init__(
+            self: Popen[str], args: _Cmd, *popenargs: Any, encoding: str, **kwargs: Any
+        ) -> None: ...
+        @overload
+        def __init__(
+            self: Popen[str], args: _Cmd, *popenargs: Any, errors: str, **kwargs: Any
+        ) -> None: ...
+        @overload
+        def __init__(
+            self: Popen[str],
+            args: _Cmd,
+            *popenargs: Any,
+            universal_newlines: Literal[True],
+            **kwargs: Any,
+        ) -> None: ...
+        @overload
+        def __init__(
+            self: Popen[bytes],
+            args: _Cmd,
+            *popenargs: Any,
+            text: Literal[False] | None = None,
+            encoding: None = None,
+            errors: None = None,
+            universal_newlines: Literal[False] | None = None,
+            **kwargs: Any,
+        ) -> None: ...
+        @overload
+        def __init__(self: Popen[Any], args: _Cmd, *popenargs: Any, **kwargs: Any) -> None: ...
+        def __init__(self, args: _Cmd, *popenargs: Any, **kwargs: Any) -> None: ...
+
+        # subprocess.Popen's private state that we share (not in typeshed).
+        _waitpid_lock: threading.Lock
+
+    # Class-level defaults, so that they exist even when spawning failed
+    # (``__del__`` and ``__repr__`` still run then).
+    pidfd: PidFd | None = None
+    rusage: resource.struct_rusage | None = None
+    exit_status: ExitStatus | None = None
+    # True from the moment a pidfd is opened, and still True once it has
+    # been closed after the reap: such an object never falls back to waiting
+    # on or signalling a bare pid. False where pidfd_open was refused (or a
+    # subclass spawned without calling our _execute_child): then every call
+    # is the stock class's.
+    _on_pidfd: bool = False
+
+    # -- spawning -----------------------------------------------------------
+
+    def _execute_child(self, *args: Any, **kwargs: Any) -> None:
+        # CPython's own spawning: when it returns without raising, the child
+        # exists, has exec'd, and has not been reaped (nothing but us knows
+        # its pid yet), so pidfd_open cannot name another process. When it
+        # raises, the child has already been reaped and there is nothing to
+        # open.
+        super()._execute_child(*args, **kwargs)  # type: ignore[misc]
+        try:
+            self.pidfd = PidFd.from_pid(self.pid)
+        except OSError:
+            # ENOSYS (kernel < 5.3), EPERM/ENOSYS from a seccomp filter,
+            # EMFILE/ENFILE/ENOMEM: carry on as stock subprocess.Popen. ESRCH
+            # is the one window that stays open: SIGCHLD is ignored and the
+            # child has already exited and been reaped by the kernel (see
+            # docs/howto/replace-popen.md); stock waiting then reports 0.
+            return
+        self._on_pidfd = True
+
+    def _close_pidfd(self) -> None:
+        """Close the pidfd once the child has been reaped, and forget it.
+
+        Called once per pidfd, with ``_waitpid_lock`` held and ``returncode``
+        already set. A private hook for wrappers that handed the fd to an
+        event loop: override it to tell the loop first (e.g.
+        ``anyio.notify_closing(self.pidfd)``), then call
+        ``super()._close_pidfd()``.
+        """
+        handle = self.pidfd
+        if handle is not None:
+            self.pidfd = None
+            handle.close()
+
+    def _leave_pidfd(self) -> None:
+        """Go back to stock waiting and signalling (waitid(P_PIDFD) refused,
+        or the user closed our handle). Caller holds ``_waitpid_lock``; the
+        child is unreaped, so its pid is still its own."""
+        self._on_pidfd = False
+        self._close_pidfd()
+
+    # -- recording an exit ----------------------------------------------------
+
+    def _record_exit(self, info: ExitInfo) -> None:
+        # Caller holds _waitpid_lock.
+        status = info.status
+        self.exit_status = status
+        self.rusage = info.rusage
+        self.returncode = status.returncode
+        self._close_pidfd()
+
+    def _record_reaped_elsewhere(self, handle: PidFd, deadstate: int | None) -> None:
+        """The child was reaped behind our back, or auto-reaped (SIGCHLD ignored).
+
+        Caller holds _waitpid_lock. The kernel keeps the status for a pidfd
+        opened before the reap on Linux >= 6.15; otherwise we report what
+        `subprocess` does (0, or ``deadstate`` from ``__del__``) and leave
+        ``exit_status`` as ``None``.
+        """
+        status: ExitStatus | None = None
+        try:
+            settled, status = handle._exit_status_now()
+        except (OSError, ValueError):
+            settled = False
+        if not settled:
+            status = None
+        self.exit_status = status
+        if status is not None:
+            self.returncode = status.returncode
+        else:
+            self.returncode = deadstate if deadstate is not None else 0
+        self._close_pidfd()
+
+    def _reap_nohang(self, deadstate: int | None) -> None:
+        """One non-blocking reap through the pidfd, if it is still open.
+
+        Caller holds ``_waitpid_lock`` and has seen ``returncode`` unset.
+        """
+        handle = self.pidfd
+        if handle is None:
+            # Reaped by us before, but the caller reset returncode (as some
+            # code does to force a re-poll): the child is certainly gone.
+            status = self.exit_status
+            self.returncode = status.returncode if status is not None else 0
+            return
+        try:
+            info = handle.try_wait()
+        except ChildProcessError:
+            self._record_reaped_elsewhere(handle, deadstate)
+        except (OSError, ValueError):
+            # ENOSYS: waitid(P_PIDFD) refused (Linux 5.3 has pidfd_open but
+            # not P_PIDFD; a sandbox may refuse it). ValueError: someone
+            # closed our handle. Either way, wait the stock way from now on.
+            self._leave_pidfd()
+        else:
+            if info is not None:
+                self._record_exit(info)
+
+    # -- the stock hooks, the same on 3.11 to 3.13 -----------------------------
+
+    def _internal_poll(
+        self, _deadstate: int | None = None, *args: Any, **kwargs: Any
+    ) -> int | None:
+        # Called by poll(), __del__ and subprocess._cleanup(); the extra
+        # arguments are the default-argument tricks each CPython version uses
+        # to stay usable during interpreter shutdown, passed on as given.
+        if self.returncode is None and self._on_pidfd:
+            if not self._waitpid_lock.acquire(False):
+                # Another thread is reaping right now; we know nothing yet.
+                return None
+            try:
+                if self.returncode is None and self._on_pidfd:
+                    self._reap_nohang(_deadstate)
+            finally:
+                self._waitpid_lock.release()
+        if self.returncode is None and not self._on_pidfd:
+            return super()._internal_poll(_deadstate, *args, **kwargs)  # type: ignore[misc, no-any-return]
+        return self.returncode
+
+    def _wait(self, timeout: float | None) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # What TimeoutExpired reports (only raised when there is a deadline).
+        limit = 0.0 if timeout is None else timeout
+        while True:
+            handle = None
+            if self._on_pidfd:
+                # Reap under the lock, but never block while holding it, so
+                # that poll() in another thread is never kept waiting.
+                with self._waitpid_lock:
+                    if self.returncode is None and self._on_pidfd:
+                        self._reap_nohang(None)
+                    handle = self.pidfd
+            if self.returncode is not None:
+                return self.returncode
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not self._on_pidfd:
+                return super()._wait(remaining)  # type: ignore[misc, no-any-return]
+            if handle is None:  # pragma: no cover - a reap sets returncode first
+                continue
+            if remaining is not None and remaining <= 0:
+                raise subprocess.TimeoutExpired(self.args, limit)
+            try:
+                # poll(2) until the pidfd is readable, i.e. the child has
+                # exited: GIL released, signal handlers run (Ctrl-C raises
+                # here, leaving the child unreaped).
+                _wait_any((handle,), remaining)
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(self.args, limit) from None
+            except ValueError:
+                # Closed meanwhile by another thread that reaped the child.
+                pass
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the child through its pidfd; nothing once it has exited.
+
+        Never reaches another process that reused the pid: the signal goes
+        through ``pidfd_send_signal(2)``, which fails (silently here, as
+        `subprocess` is silent) once the child is gone, however it was reaped.
+        """
+        if not self._on_pidfd:
+            super().send_signal(sig)
+            return
+        # As the stock class does: reap a zombie first, so that returncode
+        # is up to date and a dead child is not signalled.
+        self.poll()
+        if self.returncode is not None:
+            return
+        if not self._on_pidfd:
+            # poll() found our handle closed by the user: stock from now on.
+            super().send_signal(sig)
+            return
+        handle = self.pidfd
+        if handle is None:  # pragma: no cover - poll() sets returncode then
+            return
+        if isinstance(sig, int) and not 0 <= sig <= signal.SIGRTMAX:
+            # The errno os.kill gives for the same mistake, with the range.
+            raise OSError(
+                errno.EINVAL,
+                f"signal number {sig} is out of range: use 1..{int(signal.SIGRTMAX)} "
+                f"(e.g. signal.SIGTERM), or 0 to check that the process exists",
+            )
+        try:
+            handle.send_signal(sig)
+        except ProcessLookupError:
+            # Exited (or reaped behind our back) since the poll: signalling
+            # a finished child does nothing, as in subprocess.
+            pass
+        except ValueError:
+            if self.returncode is None and not self._on_pidfd:
+                # The user closed our handle; poll() went back to stock.
+                super().send_signal(sig)
+            # Otherwise another thread reaped the child and closed it.
+
+    # terminate() and kill() are the stock ones: both call send_signal().
+
+
+class CompletedProcess(subprocess.CompletedProcess[_T]):
+    """`subprocess.CompletedProcess` with the child's `rusage` and `exit_status`.
+
+    Returned by :func:`run`. ``rusage`` is the child's
+    ``resource.struct_rusage``; ``exit_status`` its decoded
+    :class:`ExitStatus`. Either is ``None`` where it could not be known (a
+    child reaped by the kernel because ``SIGCHLD`` is ignored, or a sandbox
+    that refuses ``pidfd_open``).
+    """
+
+    def __init__(
+        self,
+        args: Any,
+        returncode: int,
+        stdout: _T | None = None,
+        stderr: _T | None = None,
+        *,
+        rusage: resource.struct_rusage | None = None,
+        exit_status: ExitStatus | None = None,
+    ) -> None:
+        super().__init__(args, returncode, stdout, stderr)
+        self.rusage = rusage
+        self.exit_status = exit_status
+
+    def __repr__(self) -> str:
+        base = super().__repr__()
+        return f"{base[:-1]}, exit_status={self.exit_status!r})"
+
+
+@overload
+def run(
+    args: _Cmd,
+    *popenargs: Any,
+    input: str | None = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
+    text: Literal[True],
+    encoding: str | None = None,
+    errors: str | None = None,
+    universal_newlines: bool | None = None,
+    **kwargs: Any,
+) -> CompletedProcess[str]: ...
+@overload
+def run(
+    args: _Cmd,
+    *popenargs: Any,
+    input: str | None = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
+    text: bool | None = None,
+    encoding: str,
+    errors: str | None = None,
+    universal_newlines: bool | None = None,
+    **kwargs: Any,
+) -> CompletedProcess[str]: ...
+@overload
+def run(
+    args: _Cmd,
+    *popenargs: Any,
+    input: str | None = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
+    text: bool | None = None,
+    encoding: str | None = None,
+    errors: str,
+    universal_newlines: bool | None = None,
+    **kwargs: Any,
+) -> CompletedProcess[str]: ...
+@overload
+def run(
+    args: _Cmd,
+    *popenargs: Any,
+    input: str | None = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
+    text: bool | None = None,
+    encoding: str | None = None,
+    errors: str | None = None,
+    universal_newlines: Literal[True],
+    **kwargs: Any,
+) -> CompletedProcess[str]: ...
+@overload
+def run(
+    args: _Cmd,
+    *popenargs: Any,
+    input: bytes | None = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
+    text: Literal[False] | None = None,
+    encoding: None = None,
+    errors: None = None,
+    universal_newlines: Literal[False] | None = None,
+    **kwargs: Any,
+) -> CompletedProcess[bytes]: ...
+@overload
+def run(
+    args: _Cmd,
+    *popenargs: Any,
+    input: str | bytes | None = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
+    text: bool | None = None,
+    encoding: str | None = None,
+    errors: str | None = None,
+    universal_newlines: bool | None = None,
+    **kwargs: Any,
+) -> CompletedProcess[Any]: ...
+def run(
+    args: _Cmd,
+    *popenargs: Any,
+    input: str | bytes | None = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
+    **kwargs: Any,
+) -> CompletedProcess[Any]:
+    """`subprocess.run` on :class:`Popen`: run a command, wait, return a result.
+
+    The same arguments and behaviour as `subprocess.run` (``input``,
+    ``capture_output``, ``timeout``, ``check`` and everything `Popen`
+    takes); on timeout the child is killed and reaped before
+    `subprocess.TimeoutExpired` propagates. The result adds the child's
+    ``rusage`` and ``exit_status``::
+
+        import pidfd
+
+        done = pidfd.run(["sh", "-c", "echo hi; exit 2"], capture_output=True, text=True)
+        print(done.returncode, done.stdout.strip())   # 2 hi
+        print(done.exit_status)                       # ExitStatus(code=2)
+    """
+    if input is not None:
+        if kwargs.get("stdin") is not None:
+            raise ValueError("stdin and input arguments may not both be used.")
+        kwargs["stdin"] = subprocess.PIPE
+    if capture_output:
+        if kwargs.get("stdout") is not None or kwargs.get("stderr") is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output.")
+        kwargs["stdout"] = subprocess.PIPE
+        kwargs["stderr"] = subprocess.PIPE
+    process: Popen[Any]
+    with Popen(args, *popenargs, **kwargs) as process:
+        try:
+            stdout, stderr = process.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # communicate() has already put the output so far on the
+            # exception; kill and reap before letting it propagate.
+            process.kill()
+            process.wait()
+            raise
+        except BaseException:
+            # KeyboardInterrupt included: __exit__ then waits (briefly, for
+            # Ctrl-C) as subprocess.run does.
+            process.kill()
+            raise
+        returncode = process.poll()
+        assert returncode is not None  # communicate() waited
+        if check and returncode:
+            raise subprocess.CalledProcessError(
+                returncode, process.args, output=stdout, stderr=stderr
+            )
+    return CompletedProcess(
+        process.args,
+        returncode,
+        stdout,
+        stderr,
+        rusage=process.rusage,
+        exit_status=process.exit_status,
+    )

@@ -1,0 +1,457 @@
+"""`pidfd.open_process`, `pidfd.run_process`, `pidfd.Process`: async processes on a pidfd.
+
+A process is started by :class:`pidfd.Popen` (CPython's own spawning, every
+option as `subprocess` documents it), which holds its pidfd from birth. The
+pipes are ours: plain non-blocking fds read and written by awaiting readiness
+with anyio, and the exit is awaited as the pidfd's readability, then reaped
+through ``Popen.poll()`` (``waitid(P_PIDFD, WNOHANG)``, which records the
+return code, the rusage and the decoded status). So the same code runs under
+``asyncio.run`` (3.11 included), ``trio.run`` and ``anyio.run`` with no
+thread, no child watcher and no transport per child.
+
+Where the kernel or a sandbox refuses ``pidfd_open``, the process still
+starts: :meth:`Process.wait` then waits in a worker thread
+(``anyio.to_thread.run_sync``) on ``waitid(WNOWAIT)``, which never reaps, and
+reaps with ``poll()`` back on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from io import BytesIO
+from typing import IO, TYPE_CHECKING, Any, TypeAlias
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import anyio.to_thread
+
+from pidfd._async import AsyncPidFd
+from pidfd._popen import CompletedProcess, Popen
+from pidfd._streams import PipeReceiveStream, PipeSendStream
+
+if TYPE_CHECKING:
+    import resource
+
+    from pidfd._native import ExitStatus
+
+__all__ = ["Process", "open_process", "run_process"]
+
+StrOrBytesPath: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
+
+_PIPE = subprocess.PIPE
+
+
+class _ProcessPopen(Popen[bytes]):
+    """The Popen under a `Process`: tells the event loop before its pidfd closes."""
+
+    _async_pidfd: AsyncPidFd | None = None
+
+    def _close_pidfd(self) -> None:
+        handle = self._async_pidfd
+        if handle is not None:
+            # Wakes a task awaiting the fd (it re-checks returncode) and has
+            # its loop drop the fd before the number can be reused.
+            handle.close()
+        super()._close_pidfd()
+
+
+def _wait_without_reaping(pid: int) -> None:
+    """Block until child ``pid`` has exited, leaving it a zombie (the fallback)."""
+    # ECHILD: already reaped (by our own poll(), or behind our back); the
+    # caller's poll() then records what it can.
+    with contextlib.suppress(ChildProcessError):
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+
+
+class Process(anyio.abc.Process):
+    """A child process started by :func:`open_process`; an ``anyio.abc.Process``.
+
+    Its exit is awaited on its pidfd, its pipes are non-blocking fds awaited
+    with anyio: no thread and no watcher per child on asyncio or trio.
+    Signals go through the pidfd, so they can never reach a process that
+    reused the pid. Use it as an async context manager (or call
+    :meth:`aclose`) so that no stream, no fd and no zombie outlives it::
+
+        import anyio, pidfd
+
+        async def main():
+            async with await pidfd.open_process(["cat"]) as proc:
+                await proc.stdin.send(b"hello")
+                await proc.stdin.aclose()
+                print(await proc.stdout.receive())   # b'hello'
+                print(await proc.wait())             # 0
+            print(proc.exit_status)                  # ExitStatus(code=0)
+
+        anyio.run(main)
+    """
+
+    def __init__(
+        self,
+        popen: _ProcessPopen,
+        stdin: PipeSendStream | None,
+        stdout: PipeReceiveStream | None,
+        stderr: PipeReceiveStream | None,
+        leads_group: bool,
+    ) -> None:
+        self._popen = popen
+        self._stdin = stdin
+        self._stdout = stdout
+        self._stderr = stderr
+        self._leads_group = leads_group
+
+    # -- the anyio.abc.Process interface ------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The return code (``-signal`` if killed), or ``None`` while it runs.
+
+        Reading it reaps a child that has exited, as ``Popen.poll()`` does.
+        """
+        return self._popen.poll()
+
+    @property
+    def stdin(self) -> anyio.abc.ByteSendStream | None:
+        """The child's standard input, if it was opened with ``stdin=PIPE``."""
+        return self._stdin
+
+    @property
+    def stdout(self) -> anyio.abc.ByteReceiveStream | None:
+        """The child's standard output, if it was opened with ``stdout=PIPE``."""
+        return self._stdout
+
+    @property
+    def stderr(self) -> anyio.abc.ByteReceiveStream | None:
+        """The child's standard error, if it was opened with ``stderr=PIPE``."""
+        return self._stderr
+
+    async def wait(self) -> int:
+        """Wait for the process to exit, reap it, and return its return code.
+
+        Returns as soon as the process exits, even if a descendant still
+        holds its stdout or stderr open. Cancelling it leaves the process
+        running and unreaped; a later ``wait()`` still gets the status.
+        Several tasks may wait at once: all get the return code.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        popen = self._popen
+        returncode = popen.poll()
+        if returncode is not None:
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            return returncode
+        while returncode is None:
+            handle = self._popen._async_pidfd
+            if handle is not None and not handle.closed:
+                # ClosedResourceError: another task's poll() reaped the child
+                # and closed the pidfd while we waited; poll() again says so.
+                with contextlib.suppress(anyio.ClosedResourceError):
+                    await handle._wait_readable_once()
+            else:
+                # No pidfd (refused at spawn, or closed by the user): wait in a
+                # worker thread without reaping, so that a cancelled wait()
+                # leaves the child for a later one. abandon_on_cancel: the
+                # thread then finishes when the child exits, harmlessly.
+                await anyio.to_thread.run_sync(
+                    _wait_without_reaping, popen.pid, abandon_on_cancel=True
+                )
+            returncode = popen.poll()
+        return returncode
+
+    def send_signal(self, signal: int) -> None:
+        """Send ``signal`` through the pidfd; nothing once the process has exited.
+
+        Never reaches another process that reused the pid.
+        """
+        self._popen.send_signal(signal)
+
+    def terminate(self) -> None:
+        """Send ``SIGTERM``."""
+        self._popen.terminate()
+
+    def kill(self) -> None:
+        """Send ``SIGKILL``."""
+        self._popen.kill()
+
+    async def aclose(self) -> None:
+        """Close the streams, then wait for the process to exit.
+
+        If that wait is cancelled (or fails), the process is killed and
+        reaped, shielded from the cancellation, and the cancellation goes on:
+        no zombie and no fd outlives the call. A process that leads its own
+        group (``start_new_session=True`` or ``process_group=0``) has its
+        whole group killed first, while the leader is still unreaped, so the
+        group id cannot have been reused.
+        """
+        with anyio.CancelScope(shield=True):
+            for stream in (self._stdin, self._stdout, self._stderr):
+                if stream is not None:
+                    await stream.aclose()
+        try:
+            await self.wait()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                self._kill_for_exit()
+                await self.wait()
+            raise
+
+    # -- beyond anyio -------------------------------------------------------------
+
+    @property
+    def pidfd(self) -> AsyncPidFd | None:
+        """The process's :class:`AsyncPidFd` from spawn until it is reaped.
+
+        ``None`` after that, and from the start where ``pidfd_open`` was
+        refused. Reaping is this object's job: use ``wait()``, not the
+        handle's own ``wait()``.
+        """
+        handle = self._popen._async_pidfd
+        if handle is None or handle.closed:
+            return None
+        return handle
+
+    @property
+    def rusage(self) -> resource.struct_rusage | None:
+        """The child's resource usage once reaped (as ``os.wait4`` reports it)."""
+        return self._popen.rusage
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        """The decoded :class:`ExitStatus` once reaped; ``None`` while it runs."""
+        return self._popen.exit_status
+
+    @property
+    def popen(self) -> Popen[bytes]:
+        """The underlying :class:`pidfd.Popen` (its ``stdin``/``stdout``/``stderr``
+        are ``None``: the pipes belong to this object)."""
+        return self._popen
+
+    def _kill_for_exit(self) -> None:
+        popen = self._popen
+        if popen.poll() is not None:
+            return
+        if self._leads_group:
+            # The leader is unreaped, so its pid is still its group's id.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+        popen.kill()
+
+    def __repr__(self) -> str:
+        return f"<pidfd.Process pid={self.pid} returncode={self._popen.returncode}>"
+
+
+def _spawn(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    stdin: int | IO[Any] | None,
+    stdout: int | IO[Any] | None,
+    stderr: int | IO[Any] | None,
+    popen_kwargs: dict[str, Any],
+) -> Process:
+    # Our own pipes (close-on-exec on both ends: Popen dup2()s the child's
+    # end onto 0/1/2, which clears the flag there only), so that we own raw
+    # fds rather than Popen's buffered file objects.
+    ours: list[int] = []
+    theirs: list[int] = []
+
+    def pipe(child_reads: bool) -> tuple[int, int]:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        mine, child = (w, r) if child_reads else (r, w)
+        ours.append(mine)
+        theirs.append(child)
+        return mine, child
+
+    shell = isinstance(command, str | bytes | os.PathLike)
+    args: Any = os.fspath(command) if isinstance(command, os.PathLike) else command
+    try:
+        in_mine = out_mine = err_mine = -1
+        if stdin == _PIPE:
+            in_mine, stdin = pipe(child_reads=True)
+        if stdout == _PIPE:
+            out_mine, stdout = pipe(child_reads=False)
+        if stderr == _PIPE:
+            err_mine, stderr = pipe(child_reads=False)
+        popen = _ProcessPopen(
+            args, stdin=stdin, stdout=stdout, stderr=stderr, shell=shell, **popen_kwargs
+        )
+        try:
+            if popen.pidfd is not None:
+                popen._async_pidfd = AsyncPidFd(popen.pidfd)
+            process = Process(
+                popen,
+                PipeSendStream(in_mine) if in_mine >= 0 else None,
+                PipeReceiveStream(out_mine) if out_mine >= 0 else None,
+                PipeReceiveStream(err_mine) if err_mine >= 0 else None,
+                leads_group=bool(popen_kwargs.get("start_new_session"))
+                or popen_kwargs.get("process_group") == 0,
+            )
+        except BaseException:  # pragma: no cover - set_blocking or MemoryError
+            popen.kill()
+            popen.wait()
+            raise
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    return process
+
+
+async def open_process(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    *,
+    stdin: int | IO[Any] | None = _PIPE,
+    stdout: int | IO[Any] | None = _PIPE,
+    stderr: int | IO[Any] | None = _PIPE,
+    cwd: StrOrBytesPath | None = None,
+    env: Mapping[str, str] | None = None,
+    startupinfo: Any = None,
+    creationflags: int = 0,
+    start_new_session: bool = False,
+    pass_fds: Sequence[int] = (),
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Iterable[str | int] | None = None,
+    umask: int = -1,
+    process_group: int | None = None,
+) -> Process:
+    """Start a process, as ``anyio.open_process`` does, on a pidfd from birth.
+
+    The same arguments and defaults as ``anyio.open_process`` (plus
+    ``process_group``, as in ``subprocess.Popen``): a string or path
+    ``command`` runs through the shell, a sequence is executed directly;
+    ``stdin``/``stdout``/``stderr`` take ``subprocess.PIPE`` (the default:
+    a stream on the returned :class:`Process`), ``DEVNULL``, ``STDOUT`` (for
+    ``stderr``), a file object, an fd, or ``None`` to inherit. Errors from
+    spawning (``FileNotFoundError``, ``PermissionError``, a bad argument's
+    ``ValueError`` or ``TypeError``) are ``subprocess.Popen``'s own.
+
+    Spawning runs on the event loop thread (CPython's ``_posixsubprocess``,
+    ``vfork`` where it can): no worker thread.
+    """
+    await anyio.lowlevel.checkpoint()
+    return _spawn(
+        command,
+        stdin,
+        stdout,
+        stderr,
+        {
+            "cwd": cwd,
+            "env": env,
+            "startupinfo": startupinfo,
+            "creationflags": creationflags,
+            "start_new_session": start_new_session,
+            "pass_fds": pass_fds,
+            "user": user,
+            "group": group,
+            "extra_groups": extra_groups,
+            "umask": umask,
+            "process_group": process_group,
+        },
+    )
+
+
+async def run_process(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    *,
+    input: bytes | None = None,
+    stdin: int | IO[Any] | None = None,
+    stdout: int | IO[Any] | None = _PIPE,
+    stderr: int | IO[Any] | None = _PIPE,
+    check: bool = True,
+    cwd: StrOrBytesPath | None = None,
+    env: Mapping[str, str] | None = None,
+    startupinfo: Any = None,
+    creationflags: int = 0,
+    start_new_session: bool = False,
+    pass_fds: Sequence[int] = (),
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Iterable[str | int] | None = None,
+    umask: int = -1,
+    process_group: int | None = None,
+) -> CompletedProcess[bytes]:
+    """Run a command to completion, as ``anyio.run_process`` does.
+
+    ``input`` is written to the child's stdin, which is then closed (it
+    excludes ``stdin``); stdout and stderr are captured by default. With
+    ``check=True`` (the default) a non-zero return code raises
+    ``subprocess.CalledProcessError`` carrying the output. Cancellation
+    kills the process and reaps it before the cancellation propagates.
+    Returns a :class:`pidfd.CompletedProcess` with ``rusage`` and
+    ``exit_status``::
+
+        import anyio, pidfd
+
+        async def main():
+            done = await pidfd.run_process(["echo", "hi"])
+            print(done.stdout, done.exit_status)   # b'hi\\n' ExitStatus(code=0)
+
+        anyio.run(main)
+    """
+    if stdin is not None and input is not None:
+        raise ValueError("only one of stdin and input is allowed")
+
+    outputs: list[bytes | None] = [None, None]
+
+    async def drain(stream: AsyncIterable[bytes], index: int) -> None:
+        buffer = BytesIO()
+        async for chunk in stream:
+            buffer.write(chunk)
+        outputs[index] = buffer.getvalue()
+
+    async with (
+        await open_process(
+            command,
+            stdin=_PIPE if input is not None else stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=env,
+            startupinfo=startupinfo,
+            creationflags=creationflags,
+            start_new_session=start_new_session,
+            pass_fds=pass_fds,
+            user=user,
+            group=group,
+            extra_groups=extra_groups,
+            umask=umask,
+            process_group=process_group,
+        ) as process,
+        anyio.create_task_group() as tg,
+    ):
+        if process.stdout is not None:
+            tg.start_soon(drain, process.stdout, 0)
+        if process.stderr is not None:
+            tg.start_soon(drain, process.stderr, 1)
+        if process.stdin is not None and input is not None:
+            # A child that exits without reading all of it is not an
+            # error, as in subprocess.run.
+            with contextlib.suppress(anyio.BrokenResourceError):
+                if input:
+                    await process.stdin.send(input)
+            await process.stdin.aclose()
+        await process.wait()
+
+    returncode = process._popen.returncode
+    assert returncode is not None  # aclose() waited
+    output, errors = outputs
+    if check and returncode != 0:
+        raise subprocess.CalledProcessError(returncode, command, output, errors)
+    return CompletedProcess(
+        command,
+        returncode,
+        output,
+        errors,
+        rusage=process.rusage,
+        exit_status=process.exit_status,
+    )

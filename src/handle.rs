@@ -1,0 +1,585 @@
+//! `PidFd`: the race-free handle on one process (or one thread).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use crate::args::{check_fd, check_pid, check_signal, extract_int};
+use crate::errors::{closed, from_io, needs_kernel, os_error};
+use crate::info::ProcessInfo;
+use crate::kernel::{kernel_has_pidfd_thread, kernel_version};
+use crate::results::{ExitInfo, ExitStatus};
+use crate::status::{self, Exit};
+use crate::sys::{self, ChildInfo};
+use crate::wait::{Deadline, has_been_reaped, has_exited, poll_until, pollfd, timeout_error};
+
+/// What `wait_exit()` can say about a process that has exited.
+enum ExitState {
+    /// Final: the status, or `None` if the kernel will never tell it.
+    Settled(Option<Exit>),
+    /// A non-child zombie: once its parent reaps it, a kernel with
+    /// `PIDFD_INFO_EXIT` can report the status.
+    Pending,
+}
+
+/// How long `wait_exit()` gives a non-child's parent to reap it, so that
+/// `PIDFD_INFO_EXIT` can report the status, before answering `None`.
+/// A parent normally reaps within microseconds, but on a loaded machine its
+/// wake-up can lag well past half a second, and answering `None` then would
+/// hide a status the kernel was about to report.
+pub(crate) const REAP_GRACE: Duration = Duration::from_secs(2);
+
+/// A race-free handle on a process (or, with `thread=True`, one thread).
+///
+/// Unlike a pid, an open handle never comes to mean another process that
+/// reused the number. Open one with `PidFd.from_pid(pid)`; close it with
+/// `close()` or a `with` block.
+// The fd sits in an `Arc` behind a mutex: a call in flight holds its own
+// reference, so `close()` from another thread drops our reference but the
+// fd number stays allocated (and cannot be reused for something else) until
+// that call returns.
+#[pyclass(module = "pidfd._native", frozen)]
+pub struct PidFd {
+    fd: Mutex<Option<Arc<OwnedFd>>>,
+    pid: libc::pid_t,
+    thread: bool,
+    /// Set once a `wait()` on this handle has reaped the child, to tell
+    /// "you already have its status" from "someone else reaped it".
+    reaped: AtomicBool,
+}
+
+impl PidFd {
+    fn new(fd: OwnedFd, pid: libc::pid_t, thread: bool) -> Self {
+        Self {
+            fd: Mutex::new(Some(Arc::new(fd))),
+            pid,
+            thread,
+            reaped: AtomicBool::new(false),
+        }
+    }
+
+    /// Our own reference to the fd for the length of one call.
+    pub(crate) fn fd(&self) -> PyResult<Arc<OwnedFd>> {
+        self.fd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| closed(self.pid))
+    }
+
+    fn refuse_thread(&self, call: &str) -> PyResult<()> {
+        if self.thread {
+            return Err(PyValueError::new_err(format!(
+                "{call} reaps a child process, but this handle refers to thread {} \
+                 (opened with thread=True); use wait_exit() or open the process with \
+                 PidFd.from_pid(pid)",
+                self.pid
+            )));
+        }
+        Ok(())
+    }
+
+    /// One `waitid(WNOHANG)`: the child's status if it has exited (reaping it
+    /// unless `peek`), `None` while it runs.
+    fn reap_now(&self, fd: &OwnedFd, peek: bool) -> PyResult<Option<(ChildInfo, libc::rusage)>> {
+        let options = libc::WNOHANG | if peek { libc::WNOWAIT } else { 0 };
+        loop {
+            match sys::waitid_pidfd(fd.as_fd(), options) {
+                Ok(Some(found)) => {
+                    if !peek {
+                        self.reaped.store(true, Ordering::Release);
+                    }
+                    return Ok(Some(found));
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::ECHILD) => return Err(self.no_child_error(fd)),
+                    // Our idtype and options are all valid on any kernel
+                    // that knows P_PIDFD, so EINVAL means it does not.
+                    Some(libc::EINVAL) => return Err(needs_kernel("waitid(P_PIDFD)", "5.4")),
+                    _ => return Err(from_io(&e, format_args!("waitid() on pid {}", self.pid))),
+                },
+            }
+        }
+    }
+
+    /// The parent of the process, read race-free: `PIDFD_GET_INFO` where the
+    /// kernel has it, else `/proc` confirmed by a signal-0 probe on the pidfd
+    /// (which fails once the process has been reaped, so the pid read cannot
+    /// have been reused).
+    fn parent(&self, fd: &OwnedFd) -> Option<libc::pid_t> {
+        match sys::pidfd_get_info(fd.as_fd(), sys::PIDFD_INFO_PID) {
+            Ok(info) => (info.mask & sys::PIDFD_INFO_PID != 0).then_some(info.ppid as libc::pid_t),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+                let parent = sys::proc_ppid(self.pid)?;
+                sys::pidfd_send_signal(fd.as_fd(), 0).ok()?;
+                Some(parent)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// `ECHILD` from `waitid`: say which of the possible reasons it is.
+    fn no_child_error(&self, fd: &OwnedFd) -> PyErr {
+        let pid = self.pid;
+        let me = sys::getpid();
+        let message = if self.reaped.load(Ordering::Acquire) {
+            format!(
+                "pid {pid} was already reaped by an earlier wait() on this handle, which \
+                 returned its ExitInfo; a process can be reaped only once"
+            )
+        } else if sys::sigchld_ignored() {
+            format!(
+                "pid {pid} cannot be reaped: SIGCHLD is ignored in this process (SIG_IGN or \
+                 SA_NOCLDWAIT), so the kernel reaps children itself and discards their status; \
+                 restore signal.signal(signal.SIGCHLD, signal.SIG_DFL) before starting \
+                 children, or use wait_exit()"
+            )
+        } else {
+            match self.parent(fd) {
+                Some(parent) if parent != me => format!(
+                    "pid {pid} is not a child of this process (its parent is pid {parent}), so \
+                     wait() and try_wait() cannot reap it; use wait_exit() to wait for any \
+                     process without reaping it"
+                ),
+                _ => format!(
+                    "pid {pid} has already been reaped, by something else in this process \
+                     (os.waitpid(), subprocess, asyncio, or another handle), so its status \
+                     is no longer available to wait(); wait_exit() can still report it \
+                     on Linux >= 6.15"
+                ),
+            }
+        };
+        os_error(libc::ECHILD, message)
+    }
+
+    fn exit_info(py: Python<'_>, child: ChildInfo, rusage: libc::rusage) -> PyResult<Py<ExitInfo>> {
+        let status = status::waitstatus_from_siginfo(child.code, child.status)
+            .map_err(|e| PyRuntimeError::new_err(format!("unexpected siginfo from waitid: {e}")))?;
+        Py::new(py, ExitInfo::new(child, rusage, Exit(status)))
+    }
+
+    /// A zombie child's status, peeked with `WNOWAIT` so that it stays
+    /// reapable by its owner; `None` for anything else.
+    fn peek_child_exit(&self, fd: &OwnedFd) -> Option<Exit> {
+        if self.thread {
+            return None;
+        }
+        let (child, _) = sys::waitid_pidfd(fd.as_fd(), libc::WNOHANG | libc::WNOWAIT).ok()??;
+        status::waitstatus_from_siginfo(child.code, child.status)
+            .ok()
+            .map(Exit)
+    }
+
+    /// Where `wait_exit()` stands once the process has exited.
+    fn exit_state(&self, fd: &OwnedFd) -> ExitState {
+        if let Some(exit) = self.peek_child_exit(fd) {
+            return ExitState::Settled(Some(exit));
+        }
+        // Ask "reaped?" before asking for the status: the parent may reap
+        // between the two calls, and a status query that saw a zombie
+        // followed by a POLLHUP would wrongly settle on None. Reaped first
+        // means the kernel has already recorded the exit for the query.
+        let reaped = has_been_reaped(fd);
+        match sys::pidfd_get_info(fd.as_fd(), sys::PIDFD_INFO_EXIT) {
+            Ok(info) if info.mask & sys::PIDFD_INFO_EXIT != 0 => {
+                ExitState::Settled(Some(Exit(info.exit_code)))
+            }
+            // No PIDFD_INFO_EXIT in this kernel: the status cannot be learned.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => ExitState::Settled(None),
+            _ if kernel_version() < (6, 15) || reaped => ExitState::Settled(None),
+            _ => ExitState::Pending,
+        }
+    }
+}
+
+#[pymethods]
+impl PidFd {
+    /// Open a handle on process `pid` with `pidfd_open(2)` (Linux ≥ 5.3).
+    ///
+    /// For a child you have not yet waited for, this cannot race: its pid
+    /// is not reused until it is reaped. With `thread=True` (Linux ≥ 6.9),
+    /// `pid` is a thread id and the handle refers to that one thread.
+    #[staticmethod]
+    #[pyo3(signature = (pid, *, thread = false))]
+    fn from_pid(pid: &Bound<'_, PyAny>, thread: bool) -> PyResult<Self> {
+        let pid = extract_int(pid, "pid")?;
+        let pid = check_pid(pid)?;
+        let flags = if thread { sys::PIDFD_THREAD } else { 0 };
+        match sys::pidfd_open(pid, flags) {
+            Ok(fd) => Ok(Self::new(fd, pid, thread)),
+            Err(e) => Err(match e.raw_os_error() {
+                Some(libc::ESRCH) => os_error(
+                    libc::ESRCH,
+                    format!(
+                        "no process with pid {pid} (it has exited and been reaped, or never existed)"
+                    ),
+                ),
+                Some(libc::ENOSYS) => needs_kernel("pidfd_open(2)", "5.3"),
+                Some(libc::EINVAL) if thread && !kernel_has_pidfd_thread() => {
+                    needs_kernel("PidFd.from_pid(pid, thread=True) (PIDFD_THREAD)", "6.9")
+                }
+                Some(libc::ENOENT) if thread => os_error(
+                    libc::ENOENT,
+                    format!("{pid} is not a thread id visible to this process"),
+                ),
+                // A thread that is not its group's leader: older kernels say
+                // EINVAL, recent ones (6.18 at least) ENOENT.
+                Some(errno @ (libc::EINVAL | libc::ENOENT)) if !thread => match sys::proc_tgid(pid)
+                {
+                    Some(tgid) if tgid != pid => os_error(
+                        errno,
+                        format!(
+                            "pid {pid} is a thread of process {tgid}, not a process; pass \
+                             {tgid}, or thread=True for a handle on the thread"
+                        ),
+                    ),
+                    _ => from_io(&e, format_args!("pidfd_open({pid})")),
+                },
+                _ => from_io(&e, format_args!("pidfd_open({pid})")),
+            }),
+        }
+    }
+
+    /// Adopt an existing pidfd, e.g. from `os.pidfd_open()` or received over a
+    /// Unix socket. On success the handle owns `fd` and closes it; on error
+    /// `fd` is left untouched and still yours.
+    #[staticmethod]
+    fn from_fd(fd: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let raw = check_fd(extract_int(fd, "fd")?, "fd")?;
+        let pid = sys::fdinfo_pid(raw).map_err(|e| match e.raw_os_error() {
+            // No /proc/self/fd entry: the number is not an open fd.
+            Some(libc::ENOENT) => os_error(libc::EBADF, format!("fd {raw} is not open")),
+            _ if e.kind() == std::io::ErrorKind::Unsupported => {
+                needs_kernel("PidFd.from_fd() (the pid in a pidfd's fdinfo)", "5.5")
+            }
+            _ => from_io(&e, format_args!("fd {raw}")),
+        })?;
+        let pid = match pid {
+            None => {
+                return Err(PyValueError::new_err(format!(
+                    "fd {raw} is not a pidfd; open one with PidFd.from_pid(pid) or os.pidfd_open(pid)"
+                )));
+            }
+            Some(-1) => {
+                return Err(os_error(
+                    libc::ESRCH,
+                    format!("pidfd {raw} refers to a process that has already been reaped"),
+                ));
+            }
+            Some(0) => {
+                return Err(PyValueError::new_err(format!(
+                    "pidfd {raw} refers to a process outside this process's pid namespace"
+                )));
+            }
+            Some(pid) => pid,
+        };
+        let thread = sys::fd_flags(raw).is_ok_and(|f| f & libc::O_EXCL != 0);
+        Ok(Self::new(sys::adopt_fd(raw), pid, thread))
+    }
+
+    /// A handle on the process at the other end of a connected Unix socket
+    /// (`SO_PEERPIDFD`, Linux ≥ 6.5): who connected, without the pid race of
+    /// `SO_PEERCRED`. `sock` is a socket object or its fd.
+    #[staticmethod]
+    fn from_socket_peer(sock: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let raw = if sock.hasattr("fileno")? {
+            extract_int(&sock.call_method0("fileno")?, "sock.fileno()")?
+        } else if sock.is_instance_of::<pyo3::types::PyInt>() {
+            extract_int(sock, "sock")?
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "sock must be a socket object or a file descriptor, not {}",
+                sock.get_type().name()?
+            )));
+        };
+        let raw = check_fd(raw, "sock")?;
+        let fd = sys::peer_pidfd(raw).map_err(|e| match e.raw_os_error() {
+            // SOL_SOCKET options are handled by the core socket code for
+            // every family: an unknown option number means an older kernel.
+            // A socket without peer credentials (TCP, unconnected) is ENODATA.
+            Some(libc::ENOPROTOOPT) => {
+                needs_kernel("PidFd.from_socket_peer() (SO_PEERPIDFD)", "6.5")
+            }
+            Some(libc::ENODATA) => os_error(
+                libc::ENODATA,
+                format!("fd {raw} has no peer process: it must be a connected AF_UNIX socket"),
+            ),
+            Some(libc::ESRCH) => os_error(
+                libc::ESRCH,
+                format!("the peer of socket fd {raw} has already exited and been reaped"),
+            ),
+            _ => from_io(&e, format_args!("getsockopt(SO_PEERPIDFD) on fd {raw}")),
+        })?;
+        let pid = match sys::fdinfo_pid(fd.as_raw_fd()) {
+            Ok(Some(pid)) if pid > 0 => pid,
+            Ok(Some(-1)) => {
+                return Err(os_error(
+                    libc::ESRCH,
+                    format!("the peer of socket fd {raw} has already exited and been reaped"),
+                ));
+            }
+            Ok(_) => {
+                return Err(os_error(
+                    libc::ESRCH,
+                    format!("the peer of socket fd {raw} is outside this process's pid namespace"),
+                ));
+            }
+            Err(e) => return Err(from_io(&e, "reading the peer's pidfd")),
+        };
+        Ok(Self::new(fd, pid, false))
+    }
+
+    /// The process id this handle refers to (still readable after `close()`).
+    #[getter]
+    fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Whether this handle refers to a single thread (`thread=True`).
+    #[getter]
+    fn thread(&self) -> bool {
+        self.thread
+    }
+
+    /// Whether `close()` has been called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.fd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    /// The raw fd, for `select`, `selectors`, `loop.add_reader` or
+    /// `anyio.wait_readable`. It polls readable once the process exits.
+    fn fileno(&self) -> PyResult<i32> {
+        Ok(self.fd()?.as_raw_fd())
+    }
+
+    /// Close the fd. Idempotent. A call blocked in another thread keeps its
+    /// own reference, so the fd number is released only when it returns.
+    fn close(&self) {
+        drop(
+            self.fd
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+    }
+
+    /// Return the handle itself.
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Close the handle; an exception in the `with` body propagates.
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let kind = if self.thread { " thread" } else { "" };
+        match self
+            .fd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            Some(fd) => format!("<PidFd pid={}{kind} fd={}>", self.pid, fd.as_raw_fd()),
+            None => format!("<PidFd pid={}{kind} closed>", self.pid),
+        }
+    }
+
+    /// Block until the child exits, reap it, and return its `ExitInfo`.
+    ///
+    /// Releases the GIL while blocked. A signal handler that raises (Ctrl-C)
+    /// interrupts it with that exception and leaves the child unreaped; so
+    /// does `TimeoutError` when `timeout` seconds pass.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<ExitInfo>> {
+        let deadline = Deadline::from_timeout(timeout)?;
+        self.refuse_thread("wait()")?;
+        let fd = self.fd()?;
+        loop {
+            if let Some((child, rusage)) = self.reap_now(&fd, false)? {
+                return Self::exit_info(py, child, rusage);
+            }
+            if !poll_until(py, &mut [pollfd(&fd, libc::POLLIN)], deadline)? {
+                return Err(timeout_error(self.pid, timeout));
+            }
+        }
+    }
+
+    /// Reap the child if it has exited and return its `ExitInfo`; `None`
+    /// while it is still running. Never blocks.
+    fn try_wait(&self, py: Python<'_>) -> PyResult<Option<Py<ExitInfo>>> {
+        self.refuse_thread("try_wait()")?;
+        let fd = self.fd()?;
+        self.reap_now(&fd, false)?
+            .map(|(child, rusage)| Self::exit_info(py, child, rusage))
+            .transpose()
+    }
+
+    /// Send signal `sig` with `pidfd_send_signal(2)` (Linux ≥ 5.1): never
+    /// reaches a process that merely reuses the pid.
+    fn send_signal(&self, sig: &Bound<'_, PyAny>) -> PyResult<()> {
+        let sig = check_signal(extract_int(sig, "sig")?)?;
+        let fd = self.fd()?;
+        sys::pidfd_send_signal(fd.as_fd(), sig).map_err(|e| match e.raw_os_error() {
+            Some(libc::ESRCH) => os_error(
+                libc::ESRCH,
+                format!("pid {} has exited; signal {sig} was not sent", self.pid),
+            ),
+            Some(libc::ENOSYS) => needs_kernel("pidfd_send_signal(2)", "5.1"),
+            Some(libc::EPERM) => os_error(
+                libc::EPERM,
+                format!("not permitted to send signal {sig} to pid {}", self.pid),
+            ),
+            _ => from_io(
+                &e,
+                format_args!("pidfd_send_signal(pid {}, {sig})", self.pid),
+            ),
+        })
+    }
+
+    /// Send `SIGKILL`.
+    fn kill(&self, py: Python<'_>) -> PyResult<()> {
+        self.send_signal(&libc::SIGKILL.into_pyobject(py)?.into_any())
+    }
+
+    /// Send `SIGTERM`.
+    fn terminate(&self, py: Python<'_>) -> PyResult<()> {
+        self.send_signal(&libc::SIGTERM.into_pyobject(py)?.into_any())
+    }
+
+    /// Whether the process is still running: `False` once it has exited,
+    /// zombie or reaped. Never blocks, never reaps.
+    fn is_alive(&self) -> PyResult<bool> {
+        Ok(!has_exited(&*self.fd()?)?)
+    }
+
+    /// Block until the process exits — child or not — without reaping it.
+    ///
+    /// Returns its `ExitStatus` where the kernel can tell: for a zombie child
+    /// (peeked with `WNOWAIT`, so its owner still reaps it), or from
+    /// `PIDFD_INFO_EXIT` (Linux ≥ 6.15) once it has been reaped. Returns
+    /// `None` where the status cannot be known; never a made-up value.
+    #[pyo3(signature = (timeout = None))]
+    fn wait_exit(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<ExitStatus>> {
+        let deadline = Deadline::from_timeout(timeout)?;
+        let fd = self.fd()?;
+        if !poll_until(py, &mut [pollfd(&fd, libc::POLLIN)], deadline)? {
+            return Err(timeout_error(self.pid, timeout));
+        }
+        // Exited. A non-child's status appears once its parent reaps it
+        // (POLLHUP), which is normally at once; give it a moment.
+        let grace = deadline.earlier(Instant::now() + REAP_GRACE);
+        loop {
+            if let ExitState::Settled(exit) = self.exit_state(&fd) {
+                return Ok(exit.map(ExitStatus));
+            }
+            if !poll_until(py, &mut [pollfd(&fd, 0)], grace)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// What the kernel knows about the process (`PIDFD_GET_INFO`,
+    /// Linux ≥ 6.13).
+    fn info(&self, py: Python<'_>) -> PyResult<ProcessInfo> {
+        let fd = self.fd()?;
+        let want = sys::PIDFD_INFO_PID
+            | sys::PIDFD_INFO_CREDS
+            | sys::PIDFD_INFO_CGROUPID
+            | sys::PIDFD_INFO_EXIT;
+        let info = sys::pidfd_get_info(fd.as_fd(), want).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTTY | libc::EINVAL) => {
+                needs_kernel("PidFd.info() (PIDFD_GET_INFO)", "6.13")
+            }
+            Some(libc::ESRCH) => os_error(
+                libc::ESRCH,
+                format!(
+                    "pid {} has been reaped and this kernel keeps nothing about it; \
+                     PIDFD_INFO_EXIT needs Linux >= 6.15",
+                    self.pid
+                ),
+            ),
+            _ => from_io(&e, format_args!("PIDFD_GET_INFO on pid {}", self.pid)),
+        })?;
+        let has = |bit| info.mask & bit != 0;
+        let exit = if has(sys::PIDFD_INFO_EXIT) {
+            Some(Exit(info.exit_code))
+        } else {
+            self.peek_child_exit(&fd)
+        };
+        let pid = has(sys::PIDFD_INFO_PID);
+        let creds = has(sys::PIDFD_INFO_CREDS);
+        let opt = |present: bool, v: u32| present.then_some(v);
+        Ok(ProcessInfo {
+            pid: self.pid,
+            tgid: opt(pid, info.tgid),
+            ppid: opt(pid, info.ppid),
+            ruid: opt(creds, info.ruid),
+            euid: opt(creds, info.euid),
+            suid: opt(creds, info.suid),
+            fsuid: opt(creds, info.fsuid),
+            rgid: opt(creds, info.rgid),
+            egid: opt(creds, info.egid),
+            sgid: opt(creds, info.sgid),
+            fsgid: opt(creds, info.fsgid),
+            cgroupid: has(sys::PIDFD_INFO_CGROUPID).then_some(info.cgroupid),
+            exit_status: exit.map(|e| Py::new(py, ExitStatus(e))).transpose()?,
+        })
+    }
+
+    /// Duplicate the target process's file descriptor `fd` into this process
+    /// (`pidfd_getfd(2)`, Linux ≥ 5.6). The new fd is close-on-exec and yours
+    /// to close. Needs ptrace rights over the target, else `PermissionError`.
+    fn getfd(&self, fd: &Bound<'_, PyAny>) -> PyResult<i32> {
+        let target = check_fd(extract_int(fd, "fd")?, "fd")?;
+        let pidfd = self.fd()?;
+        let pid = self.pid;
+        match sys::pidfd_getfd(pidfd.as_fd(), target) {
+            Ok(new) => Ok(sys::release_fd(new)),
+            Err(e) => Err(match e.raw_os_error() {
+                Some(libc::EPERM) => os_error(
+                    libc::EPERM,
+                    format!(
+                        "not permitted to take fd {target} from pid {pid}: pidfd_getfd needs \
+                         ptrace access (same user and a permissive kernel.yama.ptrace_scope, \
+                         or CAP_SYS_PTRACE)"
+                    ),
+                ),
+                Some(libc::EBADF) => {
+                    os_error(libc::EBADF, format!("pid {pid} has no open fd {target}"))
+                }
+                Some(libc::ESRCH) => os_error(libc::ESRCH, format!("pid {pid} has exited")),
+                Some(libc::ENOSYS) => needs_kernel("pidfd_getfd(2)", "5.6"),
+                _ => from_io(&e, format_args!("pidfd_getfd(pid {pid}, fd {target})")),
+            }),
+        }
+    }
+
+    /// For the async wrapper: `wait_exit()`'s answer without blocking.
+    /// `(True, status)` once settled, `(False, None)` while still running or
+    /// while a non-child zombie may yet be reaped by its parent.
+    fn _exit_status_now(&self) -> PyResult<(bool, Option<ExitStatus>)> {
+        let fd = self.fd()?;
+        if !has_exited(&fd)? {
+            return Ok((false, None));
+        }
+        Ok(match self.exit_state(&fd) {
+            ExitState::Settled(exit) => (true, exit.map(ExitStatus)),
+            ExitState::Pending => (false, None),
+        })
+    }
+}

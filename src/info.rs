@@ -1,0 +1,62 @@
+//! `ProcessInfo`: what `PIDFD_GET_INFO` reported about a process.
+
+use pyo3::prelude::*;
+
+use crate::results::ExitStatus;
+
+/// What `PIDFD_GET_INFO` reported. Fields the kernel did not report are
+/// `None`: once a process has been reaped only `cgroupid` and `exit_status`
+/// remain.
+#[pyclass(module = "pidfd._native", frozen, get_all)]
+pub struct ProcessInfo {
+    /// The pid the handle refers to.
+    pub(crate) pid: i32,
+    /// Thread-group id: the process id (differs from `pid` for a thread).
+    pub(crate) tgid: Option<u32>,
+    /// The parent's pid.
+    pub(crate) ppid: Option<u32>,
+    /// Real uid.
+    pub(crate) ruid: Option<u32>,
+    /// Effective uid.
+    pub(crate) euid: Option<u32>,
+    /// Saved set-user-id.
+    pub(crate) suid: Option<u32>,
+    /// Filesystem uid.
+    pub(crate) fsuid: Option<u32>,
+    /// Real gid.
+    pub(crate) rgid: Option<u32>,
+    /// Effective gid.
+    pub(crate) egid: Option<u32>,
+    /// Saved set-group-id.
+    pub(crate) sgid: Option<u32>,
+    /// Filesystem gid.
+    pub(crate) fsgid: Option<u32>,
+    /// cgroup v2 id.
+    pub(crate) cgroupid: Option<u64>,
+    /// How it ended, once it has exited and the kernel can tell.
+    pub(crate) exit_status: Option<Py<ExitStatus>>,
+}
+
+#[pymethods]
+impl ProcessInfo {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let opt = |v: Option<u32>| v.map_or_else(|| "None".to_owned(), |v| v.to_string());
+        let exit = self
+            .exit_status
+            .as_ref()
+            .map_or_else(|| "None".to_owned(), |e| e.get().__repr__());
+        let _ = py;
+        format!(
+            "ProcessInfo(pid={}, tgid={}, ppid={}, ruid={}, euid={}, rgid={}, egid={}, cgroupid={}, exit_status={exit})",
+            self.pid,
+            opt(self.tgid),
+            opt(self.ppid),
+            opt(self.ruid),
+            opt(self.euid),
+            opt(self.rgid),
+            opt(self.egid),
+            self.cgroupid
+                .map_or_else(|| "None".to_owned(), |v| v.to_string()),
+        )
+    }
+}
