@@ -51,7 +51,7 @@ default_role = "code"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True}
 autodoc_type_aliases: dict[str, str] = {}
 # The stub writes `Self`, `HasFileno` and `Literal[False]`, which are typing
 # vocabulary rather than things to link to.
