@@ -14,10 +14,8 @@ from __future__ import annotations
 import ast
 import contextlib
 import errno
-import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -435,29 +433,7 @@ PID_REUSE = textwrap.dedent(
 
 
 def test_pid_reuse_never_signals_the_new_process() -> None:
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("needs unshare(1) from util-linux to make a private pid namespace")
-    refusals = []
-    for userns in ([], ["--user", "--map-root-user"]):
-        cmd = [unshare, *userns, "--pid", "--fork", "--mount-proc"]
-        try:
-            proc = subprocess.run(
-                [*cmd, sys.executable, "-c", PID_REUSE, SLEEP],
-                capture_output=True,
-                text=True,
-                timeout=45,
-            )
-        except subprocess.TimeoutExpired as e:
-            pytest.fail(f"pid reuse script hung: {e.stderr!r}")
-        if proc.returncode != 0 and "unshare failed" in proc.stderr:
-            refusals.append(proc.stderr.strip())
-            continue
-        break
-    else:
-        pytest.skip(f"cannot create a pid namespace here: {refusals}")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = rh.run_in_pid_namespace(PID_REUSE, SLEEP)
     if not report["reused"]:
         pytest.skip(f"pid not reused within the bound: {report}")
     assert report["new_alive"] is True, report
