@@ -492,6 +492,11 @@ def run():
         out["timeout"] = True
     p.stdin.close()
     out["wait"] = p.wait(timeout=30)
+    out["wait_status"] = (p.exit_status.code, p.rusage is not None)
+    r = pidfd.Popen([sys.executable, "-c", "raise SystemExit(5)"])
+    while r.poll() is None:
+        pass
+    out["poll_status"] = (r.returncode, r.exit_status.code, r.rusage.ru_utime >= 0)
     q = pidfd.Popen(["sleep", "30"])
     q.terminate()
     out["terminated"] = q.wait(timeout=30)
@@ -527,6 +532,9 @@ def test_falls_back_to_stock_behaviour(rule: Rule) -> None:
     assert v["poll_running"] is None, v
     assert v["timeout"] is True, v
     assert v["wait"] == 3, v
+    # The stock paths reap through wait4: status and rusage as with a pidfd.
+    assert v["wait_status"] == (3, True), v
+    assert v["poll_status"] == (5, 5, True), v
     assert v["terminated"] == -signal.SIGTERM, v
     assert v["run"] == 4, v
     assert v["run_output"] == "hi\n", v
