@@ -67,20 +67,8 @@ class Popen(subprocess.Popen[AnyStr]):
             print(proc.wait())   # 3
         print(proc.exit_status, proc.pidfd)   # ExitStatus(code=3) None
 
-    Attributes added to those of `subprocess.Popen`:
-
-    ``pidfd``
-        The :class:`PidFd` of the child from spawn until it is reaped;
-        ``None`` after that, and ``None`` from the start where the kernel or
-        a sandbox refused ``pidfd_open`` (then everything works as in
-        `subprocess.Popen`).
-    ``rusage``
-        The child's ``resource.struct_rusage`` once it has been reaped by
-        this object (``None`` before, and where the kernel reaped it).
-    ``exit_status``
-        The decoded :class:`ExitStatus` once the child has been reaped;
-        ``None`` while it runs and where its true status is unknown (then
-        ``returncode`` is 0, as `subprocess` reports it).
+    It adds three attributes to those of `subprocess.Popen`: ``pidfd``,
+    ``rusage`` and ``exit_status``.
 
     Thread-safe as `subprocess.Popen` is: reaping is serialised by the same
     ``_waitpid_lock``, and no lock is held while a ``wait()`` blocks.
@@ -132,8 +120,17 @@ class Popen(subprocess.Popen[AnyStr]):
 
     # Class-level defaults, so that they exist even when spawning failed
     # (``__del__`` and ``__repr__`` still run then).
+    #: The :class:`PidFd` of the child from spawn until it is reaped; ``None``
+    #: after that, and ``None`` from the start where the kernel or a sandbox
+    #: refused ``pidfd_open`` (then everything works as in `subprocess.Popen`).
     pidfd: PidFd | None = None
+    #: The child's ``resource.struct_rusage`` (as ``os.wait4`` returns it)
+    #: once this object has reaped it; ``None`` before, and where something
+    #: else reaped it.
     rusage: resource.struct_rusage | None = None
+    #: The decoded :class:`ExitStatus` once the child has been reaped; ``None``
+    #: while it runs and where its true status is unknown (then
+    #: ``returncode`` is 0, as `subprocess` reports it).
     exit_status: ExitStatus | None = None
     # True from the moment a pidfd is opened, and still True once it has
     # been closed after the reap: such an object never falls back to waiting
