@@ -23,7 +23,8 @@ What changes, compared with `subprocess.Popen`:
 Where `pidfd_open` is refused (an old kernel, a seccomp sandbox, `EMFILE`),
 `pidfd` is `None` and the object waits and signals exactly as
 `subprocess.Popen` does; it never fails to start a process for want of a
-handle.
+handle. It still reaps with ``os.wait4`` rather than ``os.waitpid`` there, so
+`rusage` and `exit_status` are set on that path too.
 """
 
 from __future__ import annotations
@@ -82,20 +83,8 @@ class Popen(subprocess.Popen[AnyStr]):
             print(proc.wait())   # 3
         print(proc.exit_status, proc.pidfd)   # ExitStatus(code=3) None
 
-    Attributes added to those of `subprocess.Popen`:
-
-    ``pidfd``
-        The :class:`PidFd` of the child from spawn until it is reaped;
-        ``None`` after that, and ``None`` from the start where the kernel or
-        a sandbox refused ``pidfd_open`` (then everything works as in
-        `subprocess.Popen`).
-    ``rusage``
-        The child's ``resource.struct_rusage`` once it has been reaped by
-        this object (``None`` before, and where the kernel reaped it).
-    ``exit_status``
-        The decoded :class:`ExitStatus` once the child has been reaped;
-        ``None`` while it runs and where its true status is unknown (then
-        ``returncode`` is 0, as `subprocess` reports it).
+    It adds three attributes to those of `subprocess.Popen`: ``pidfd``,
+    ``rusage`` and ``exit_status``.
 
     Thread-safe as `subprocess.Popen` is: reaping is serialised by the same
     ``_waitpid_lock``, and no lock is held while a ``wait()`` blocks.
@@ -147,8 +136,17 @@ class Popen(subprocess.Popen[AnyStr]):
 
     # Class-level defaults, so that they exist even when spawning failed
     # (``__del__`` and ``__repr__`` still run then).
+    #: The :class:`PidFd` of the child from spawn until it is reaped; ``None``
+    #: after that, and ``None`` from the start where the kernel or a sandbox
+    #: refused ``pidfd_open`` (then everything works as in `subprocess.Popen`).
     pidfd: PidFd | None = None
+    #: The child's ``resource.struct_rusage`` (as ``os.wait4`` returns it)
+    #: once this object has reaped it; ``None`` before, and where something
+    #: else reaped it.
     rusage: resource.struct_rusage | None = None
+    #: The decoded :class:`ExitStatus` once the child has been reaped; ``None``
+    #: while it runs and where its true status is unknown (then
+    #: ``returncode`` is 0, as `subprocess` reports it).
     exit_status: ExitStatus | None = None
     # True from the moment a pidfd is opened, and still True once it has
     # been closed after the reap: such an object never falls back to waiting
@@ -264,6 +262,31 @@ class Popen(subprocess.Popen[AnyStr]):
             if info is not None:
                 self._record_exit(info)
 
+    # -- the stock paths (no pidfd) ---------------------------------------------
+
+    def _waitpid_recording(self, pid: int, options: int) -> tuple[int, int]:
+        """``os.waitpid`` for the stock paths, through ``os.wait4``.
+
+        Without a pidfd we still reap with the same call the stock class
+        makes, but ``wait4`` also hands back the child's resource usage, so
+        ``rusage`` and ``exit_status`` are set on every path, not only on the
+        pidfd one. Caller holds ``_waitpid_lock``.
+        """
+        got, sts, usage = os.wait4(pid, options)
+        if got == self.pid:
+            self.rusage = usage
+            self.exit_status = ExitStatus.from_waitstatus(sts)
+        return got, sts
+
+    def _try_wait(self, wait_flags: int) -> tuple[int, int]:
+        # The stock method (the blocking reap of _wait), on _waitpid_recording.
+        try:
+            return self._waitpid_recording(self.pid, wait_flags)
+        except ChildProcessError:
+            # SIGCHLD ignored, or reaped behind our back: the stock class
+            # reports status 0 and so do we; nothing is known of the exit.
+            return self.pid, 0
+
     # -- the stock hooks, the same on 3.11 to 3.13 -----------------------------
 
     def _internal_poll(
@@ -282,6 +305,10 @@ class Popen(subprocess.Popen[AnyStr]):
             finally:
                 self._waitpid_lock.release()
         if self.returncode is None and not self._on_pidfd:
+            if not args:
+                # The stock poll reaps with its `_waitpid` default argument;
+                # hand it ours, which also records rusage and exit_status.
+                kwargs.setdefault("_waitpid", self._waitpid_recording)
             return super()._internal_poll(_deadstate, *args, **kwargs)  # type: ignore[misc, no-any-return]
         return self.returncode
 
