@@ -133,7 +133,9 @@ impl PidFd {
             Some(libc::ESRCH) => os_error(
                 libc::ESRCH,
                 format!(
-                    "no process is in the process group led by pid {pid}: it leads no group                      (start it with start_new_session=True or process_group=0 to make it                      lead one), or every member has exited; signal {sig} was not sent"
+                    "no process is in the process group led by pid {pid}: it leads no group \
+                     (start it with start_new_session=True or process_group=0 to make it \
+                     lead one), or every member has exited; signal {sig} was not sent"
                 ),
             ),
             // Before 6.9 any flag is EINVAL; ask without one to be sure the
@@ -150,7 +152,8 @@ impl PidFd {
             Some(libc::EPERM) => os_error(
                 libc::EPERM,
                 format!(
-                    "not permitted to send signal {sig} to any process in the group led by                      pid {pid}"
+                    "not permitted to send signal {sig} to any process in the group led by \
+                     pid {pid}"
                 ),
             ),
             _ => from_io(

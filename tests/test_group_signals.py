@@ -109,8 +109,10 @@ def test_group_signal_on_a_process_that_leads_no_group() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     with PidFd.from_pid(child.pid) as handle:
         try:
-            with pytest.raises(ProcessLookupError, match="leads no group"):
+            with pytest.raises(ProcessLookupError, match="leads no group") as raised:
                 handle.send_signal(signal.SIGTERM, group=True)
+            # One readable sentence: no run of source indentation inside it.
+            assert "  " not in str(raised.value), raised.value
             assert handle.is_alive()  # nothing was sent to it
         except OSError as exc:
             if exc.errno == errno.ENOSYS:

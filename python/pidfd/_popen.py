@@ -23,12 +23,14 @@ What changes, compared with `subprocess.Popen`:
 Where `pidfd_open` is refused (an old kernel, a seccomp sandbox, `EMFILE`),
 `pidfd` is `None` and the object waits and signals exactly as
 `subprocess.Popen` does; it never fails to start a process for want of a
-handle.
+handle. It still reaps with ``os.wait4`` rather than ``os.waitpid`` there, so
+`rusage` and `exit_status` are set on that path too.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import subprocess
 import time
@@ -238,6 +240,31 @@ class Popen(subprocess.Popen[AnyStr]):
             if info is not None:
                 self._record_exit(info)
 
+    # -- the stock paths (no pidfd) ---------------------------------------------
+
+    def _waitpid_recording(self, pid: int, options: int) -> tuple[int, int]:
+        """``os.waitpid`` for the stock paths, through ``os.wait4``.
+
+        Without a pidfd we still reap with the same call the stock class
+        makes, but ``wait4`` also hands back the child's resource usage, so
+        ``rusage`` and ``exit_status`` are set on every path, not only on the
+        pidfd one. Caller holds ``_waitpid_lock``.
+        """
+        got, sts, usage = os.wait4(pid, options)
+        if got == self.pid:
+            self.rusage = usage
+            self.exit_status = ExitStatus.from_waitstatus(sts)
+        return got, sts
+
+    def _try_wait(self, wait_flags: int) -> tuple[int, int]:
+        # The stock method (the blocking reap of _wait), on _waitpid_recording.
+        try:
+            return self._waitpid_recording(self.pid, wait_flags)
+        except ChildProcessError:
+            # SIGCHLD ignored, or reaped behind our back: the stock class
+            # reports status 0 and so do we; nothing is known of the exit.
+            return self.pid, 0
+
     # -- the stock hooks, the same on 3.11 to 3.13 -----------------------------
 
     def _internal_poll(
@@ -256,6 +283,10 @@ class Popen(subprocess.Popen[AnyStr]):
             finally:
                 self._waitpid_lock.release()
         if self.returncode is None and not self._on_pidfd:
+            if not args:
+                # The stock poll reaps with its `_waitpid` default argument;
+                # hand it ours, which also records rusage and exit_status.
+                kwargs.setdefault("_waitpid", self._waitpid_recording)
             return super()._internal_poll(_deadstate, *args, **kwargs)  # type: ignore[misc, no-any-return]
         return self.returncode
 
