@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from io import BytesIO
@@ -96,13 +95,11 @@ class Process(anyio.abc.Process):
         stdin: PipeSendStream | None,
         stdout: PipeReceiveStream | None,
         stderr: PipeReceiveStream | None,
-        leads_group: bool,
     ) -> None:
         self._popen = popen
         self._stdin = stdin
         self._stdout = stdout
         self._stderr = stderr
-        self._leads_group = leads_group
 
     # -- the anyio.abc.Process interface ------------------------------------------
 
@@ -166,12 +163,14 @@ class Process(anyio.abc.Process):
             returncode = popen.poll()
         return returncode
 
-    def send_signal(self, signal: int) -> None:
+    def send_signal(self, signal: int, *, group: bool = False) -> None:
         """Send ``signal`` through the pidfd; nothing once the process has exited.
 
-        Never reaches another process that reused the pid.
+        Never reaches another process that reused the pid. ``group=True``
+        signals the group the process leads, as :meth:`pidfd.Popen.send_signal`
+        does (``killpg`` while unreaped where the kernel is older than 6.9).
         """
-        self._popen.send_signal(signal)
+        self._popen.send_signal(signal, group=group)
 
     def terminate(self) -> None:
         """Send ``SIGTERM``."""
@@ -235,14 +234,9 @@ class Process(anyio.abc.Process):
         return self._popen
 
     def _kill_for_exit(self) -> None:
-        popen = self._popen
-        if popen.poll() is not None:
-            return
-        if self._leads_group:
-            # The leader is unreaped, so its pid is still its group's id.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGKILL)
-        popen.kill()
+        # Group first, before anything reaps the leader (poll() would, and
+        # a reaped leader no longer pins the group id).
+        self._popen._kill_for_exit()
 
     def __repr__(self) -> str:
         return f"<pidfd.Process pid={self.pid} returncode={self._popen.returncode}>"
@@ -328,8 +322,6 @@ def _spawn(
                 PipeSendStream(in_mine) if in_mine >= 0 else None,
                 PipeReceiveStream(out_mine) if out_mine >= 0 else None,
                 PipeReceiveStream(err_mine) if err_mine >= 0 else None,
-                leads_group=bool(popen_kwargs.get("start_new_session"))
-                or popen_kwargs.get("process_group") == 0,
             )
         except BaseException:  # pragma: no cover - set_blocking or MemoryError
             popen.kill()
