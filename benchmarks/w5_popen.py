@@ -8,7 +8,9 @@ rotating order, so that load from elsewhere on the machine falls on all of
 them alike; each figure becomes a ratio to ``subprocess.Popen`` + wait from
 that same repetition.
 
-Peers: ``subprocess.Popen`` + ``wait()`` (the baseline), ``subprocess.run``,
+Peers: ``subprocess.Popen`` + ``wait()`` (the baseline), the same class
+holding a pidfd from spawn to reap and doing nothing with it (what any
+pidfd-based Popen pays for the pidfd alone), ``subprocess.run``,
 ours ``pidfd.Popen`` + ``wait()`` and ``pidfd.run``, and the floor:
 ``os.posix_spawn`` + ``PidFd.from_pid`` + ``wait()`` + ``close()`` (no
 CPython spawning machinery at all). With ``stdout=PIPE`` the Popen peers
@@ -37,6 +39,7 @@ STOCK_RUN = "subprocess.run"
 OURS = "ours pidfd.Popen+wait"
 OURS_RUN = "ours pidfd.run"
 FLOOR = "floor: posix_spawn+PidFd"
+TAX = "ref: subprocess.Popen + a pidfd"
 
 # Children per turn: the peers alternate this many children at a time.
 CHUNK = 20
@@ -111,9 +114,31 @@ def _floor(pipe: bool) -> Callable[[list[str]], None]:
     return one
 
 
+class _PopenHoldingAPidfd(subprocess.Popen):
+    """The stock class, plus only a pidfd held from spawn until the reap.
+
+    What any pidfd-based Popen pays before doing anything with the pidfd:
+    opening it, the kernel's work for a process that has one when it exits
+    and is reaped, and closing it. Measured here so that ours can be read
+    against it as well as against the stock class.
+    """
+
+    def _execute_child(self, *args: object, **kwargs: object) -> None:
+        super()._execute_child(*args, **kwargs)  # type: ignore[misc]
+        self._held = PidFd.from_pid(self.pid)
+
+    def _wait(self, timeout: float | None) -> int:
+        try:
+            return super()._wait(timeout)  # type: ignore[misc, no-any-return]
+        finally:
+            if self.returncode is not None:
+                self._held.close()
+
+
 def peers(pipe: bool) -> dict[str, Callable[[list[str]], None]]:
     return {
         BASELINE: _popen(subprocess.Popen, pipe),
+        TAX: _popen(_PopenHoldingAPidfd, pipe),
         STOCK_RUN: _run(subprocess.run, pipe),
         OURS: _popen(pidfd.Popen, pipe),
         OURS_RUN: _run(pidfd.run, pipe),
