@@ -11,7 +11,7 @@ use pyo3::types::PyTuple;
 use crate::args::{check_fd, check_pid, check_signal, extract_int};
 use crate::errors::{closed, from_io, needs_kernel, os_error};
 use crate::info::ProcessInfo;
-use crate::kernel::{kernel_has_pidfd_thread, kernel_version};
+use crate::kernel::{kernel_has_pidfd_thread, kernel_version, no_such_ioctl};
 use crate::results::{ExitInfo, ExitStatus};
 use crate::status::{self, Exit};
 use crate::sys::{self, ChildInfo};
@@ -170,7 +170,9 @@ impl PidFd {
     fn parent(&self, fd: &OwnedFd) -> Option<libc::pid_t> {
         match sys::pidfd_get_info(fd.as_fd(), sys::PIDFD_INFO_PID) {
             Ok(info) => (info.mask & sys::PIDFD_INFO_PID != 0).then_some(info.ppid as libc::pid_t),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+            // No PIDFD_GET_INFO: before 6.11 the pidfd has no ioctls
+            // (ENOTTY); 6.11 and 6.12 answer an unknown one with EINVAL.
+            Err(e) if no_such_ioctl(&e) => {
                 let parent = sys::proc_ppid(self.pid)?;
                 sys::pidfd_send_signal(fd.as_fd(), 0, 0).ok()?;
                 Some(parent)
@@ -247,7 +249,7 @@ impl PidFd {
                 ExitState::Settled(Some(Exit(info.exit_code)))
             }
             // No PIDFD_INFO_EXIT in this kernel: the status cannot be learned.
-            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => ExitState::Settled(None),
+            Err(e) if no_such_ioctl(&e) => ExitState::Settled(None),
             _ if kernel_version() < (6, 15) || reaped => ExitState::Settled(None),
             _ => ExitState::Pending,
         }
@@ -285,7 +287,9 @@ impl PidFd {
                     format!("{pid} is not a thread id visible to this process"),
                 ),
                 // A thread that is not its group's leader: older kernels say
-                // EINVAL, recent ones (6.18 at least) ENOENT.
+                // EINVAL, recent ones (6.18 at least) ENOENT. Anything else
+                // with EINVAL is a process caught between exit and reap (it
+                // has no thread group left): as good as gone, so ESRCH.
                 Some(errno @ (libc::EINVAL | libc::ENOENT)) if !thread => match sys::proc_tgid(pid)
                 {
                     Some(tgid) if tgid != pid => os_error(
@@ -293,6 +297,13 @@ impl PidFd {
                         format!(
                             "pid {pid} is a thread of process {tgid}, not a process; pass \
                              {tgid}, or thread=True for a handle on the thread"
+                        ),
+                    ),
+                    _ if errno == libc::EINVAL => os_error(
+                        libc::ESRCH,
+                        format!(
+                            "no process with pid {pid}: it is exiting and being reaped, so no \
+                             pidfd can be opened on it"
                         ),
                     ),
                     _ => from_io(&e, format_args!("pidfd_open({pid})")),
@@ -366,7 +377,10 @@ impl PidFd {
                 libc::ENODATA,
                 format!("fd {raw} has no peer process: it must be a connected AF_UNIX socket"),
             ),
-            Some(libc::ESRCH) => os_error(
+            // A peer that exited and was reaped: ESRCH on recent kernels;
+            // 6.5 to 6.12 at least answer EINVAL (no thread group left to
+            // open a pidfd on), and the socket and option are valid here.
+            Some(libc::ESRCH | libc::EINVAL) => os_error(
                 libc::ESRCH,
                 format!("the peer of socket fd {raw} has already exited and been reaped"),
             ),
@@ -561,9 +575,7 @@ impl PidFd {
             | sys::PIDFD_INFO_CGROUPID
             | sys::PIDFD_INFO_EXIT;
         let info = sys::pidfd_get_info(fd.as_fd(), want).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTTY | libc::EINVAL) => {
-                needs_kernel("PidFd.info() (PIDFD_GET_INFO)", "6.13")
-            }
+            _ if no_such_ioctl(&e) => needs_kernel("PidFd.info() (PIDFD_GET_INFO)", "6.13"),
             Some(libc::ESRCH) => os_error(
                 libc::ESRCH,
                 format!(
@@ -618,6 +630,11 @@ impl PidFd {
                          or CAP_SYS_PTRACE)"
                     ),
                 ),
+                // An exited process has closed all its fds: 5.10 says EBADF
+                // where later kernels say ESRCH, so ask which it is.
+                Some(libc::EBADF) if has_exited(&pidfd).unwrap_or(false) => {
+                    os_error(libc::ESRCH, format!("pid {pid} has exited"))
+                }
                 Some(libc::EBADF) => {
                     os_error(libc::EBADF, format!("pid {pid} has no open fd {target}"))
                 }
