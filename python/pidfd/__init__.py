@@ -38,6 +38,7 @@ from pidfd._native import (
 from pidfd._native import wait_any as _wait_any
 from pidfd._popen import CompletedProcess, Popen, run
 from pidfd._process import Process, open_process, run_process
+from pidfd._subreaper import Subreaper
 
 __all__ = [
     "AsyncPidFd",
@@ -48,6 +49,7 @@ __all__ = [
     "Popen",
     "Process",
     "ProcessInfo",
+    "Subreaper",
     "__version__",
     "open_process",
     "run",
