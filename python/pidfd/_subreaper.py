@@ -138,6 +138,7 @@ class Subreaper:
     def __init__(self, *, grace: float = 2.0) -> None:
         if not grace >= 0:  # also refuses NaN
             raise ValueError(f"grace must be a number of seconds >= 0, not {grace!r}")
+        #: Seconds between ``SIGTERM`` and ``SIGKILL`` when the block ends.
         self.grace = float(grace)
         #: Every adopted process this block reaped, by pid, in order: its
         #: :class:`ExitStatus`, or ``None`` where something else reaped it
