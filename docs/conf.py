@@ -57,7 +57,7 @@ autodoc_type_aliases: dict[str, str] = {}
 # vocabulary rather than things to link to.
 nitpick_ignore = [
     # wait_any's type variable (bound to PidFd | AsyncPidFd; private).
-    ("py:class", "pidfd._Handle"),
+    ("py:class", "pidfd._waitany._Handle"),
     ("py:class", "Self"),
     ("py:class", "HasFileno"),
     ("py:class", "_typeshed.HasFileno"),

@@ -27,12 +27,12 @@ from typing import Any
 
 from sphinx import addnodes
 from sphinx.application import Sphinx
-from sphinx.errors import PycodeError
-from sphinx.pycode import ModuleAnalyzer
 
 # Sphinx's own parser for a type annotation into cross-referenced nodes, as
 # its Python domain renders `:type:`; private, so the docs extra pins Sphinx.
 from sphinx.domains.python._annotations import _parse_annotation
+from sphinx.errors import PycodeError
+from sphinx.pycode import ModuleAnalyzer
 from sphinx.util import logging
 
 LOG = logging.getLogger(__name__)

@@ -242,6 +242,42 @@ class Process(anyio.abc.Process):
         return f"<pidfd.Process pid={self.pid} returncode={self._popen.returncode}>"
 
 
+def _check_command(command: object) -> None:
+    if isinstance(command, str | bytes | os.PathLike):
+        if not os.fspath(command):
+            raise ValueError("command is empty: pass a shell command line or a list of arguments")
+        return
+    if not isinstance(command, Sequence):
+        raise TypeError(
+            "command must be a str (run by the shell) or a sequence of str/bytes/path "
+            f"arguments, not {type(command).__name__}"
+        )
+    if not command:
+        raise ValueError("command is empty: the list needs at least the program to run")
+    for arg in command:
+        if not isinstance(arg, str | bytes | os.PathLike):
+            raise TypeError(
+                f"command arguments must be str, bytes or os.PathLike, not "
+                f"{type(arg).__name__} ({arg!r}): convert them with str()"
+            )
+
+
+def _check_stdio(name: str, value: object) -> None:
+    if value is None or hasattr(value, "fileno"):
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{name} must be subprocess.PIPE, DEVNULL, a file object, an fd or None, "
+            f"not {type(value).__name__}"
+        )
+    if value == subprocess.STDOUT and name != "stderr":
+        raise ValueError(f"subprocess.STDOUT is only valid for stderr, not {name}")
+    if value < 0 and value not in (subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT):
+        raise ValueError(
+            f"{name}={value} is not an fd: use subprocess.PIPE, DEVNULL, a file or an fd >= 0"
+        )
+
+
 def _spawn(
     command: StrOrBytesPath | Sequence[StrOrBytesPath],
     stdin: int | IO[Any] | None,
@@ -252,6 +288,9 @@ def _spawn(
     # Our own pipes (close-on-exec on both ends: Popen dup2()s the child's
     # end onto 0/1/2, which clears the flag there only), so that we own raw
     # fds rather than Popen's buffered file objects.
+    _check_command(command)
+    for name, value in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+        _check_stdio(name, value)
     ours: list[int] = []
     theirs: list[int] = []
 
@@ -392,6 +431,11 @@ async def run_process(
     """
     if stdin is not None and input is not None:
         raise ValueError("only one of stdin and input is allowed")
+    if input is not None and not isinstance(input, bytes | bytearray | memoryview):
+        raise TypeError(
+            f"input must be bytes, not {type(input).__name__}"
+            + (" (encode it, e.g. input.encode())" if isinstance(input, str) else "")
+        )
 
     outputs: list[bytes | None] = [None, None]
 
