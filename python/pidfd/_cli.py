@@ -3,7 +3,7 @@
 Three subcommands, each with ``--help``::
 
     pidfd run [--timeout DURATION] [--kill-after DURATION] [--kill-tree] [--json] -- CMD [ARG...]
-    pidfd wait [--timeout S] [--count N] [--json] PID...
+    pidfd wait [--timeout DURATION] [--count N] [--json] PID...
     pidfd info [--json] PID
 
 ``run`` is ``/usr/bin/time -v`` on a pidfd: the exit status and resource
@@ -291,8 +291,9 @@ def _build_parser() -> _Parser:
     wait.add_argument(
         "--timeout",
         type=_seconds,
-        metavar="S",
-        help=f"give up after S seconds (exit status {WAIT_TIMEOUT})",
+        metavar="DURATION",
+        help=f"give up after DURATION (seconds, or with a suffix s, m, h, d; "
+        f"exit status {WAIT_TIMEOUT})",
     )
     wait.add_argument(
         "--count",
