@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
+from subprocess import DEVNULL
 
 import anyio
 import pytest
@@ -237,3 +238,43 @@ def test_subreaper_outside_its_block() -> None:
     with pytest.raises(ValueError, match="not active"):
         reaper.orphans()
     reaper.close()  # idempotent, harmless
+
+
+@pytest.mark.anyio
+async def test_subreaper_async_with_awaits_the_grace(pid_pipe: tuple[int, int]) -> None:
+    r, w = pid_pipe
+    async with pidfd.Subreaper(grace=0.3) as reaper:
+        await pidfd.run_process(
+            [sys.executable, "-c", DAEMON.format(ignore_term=True)], stdout=w, stderr=DEVNULL
+        )
+        daemon = _read_pid(r, 30)
+    status = reaper.reaped[daemon]  # type: ignore[index]
+    assert status is not None and status.signal == signal.SIGKILL
+    assert reaper.signalled[daemon] == signal.SIGKILL  # type: ignore[index]
+
+
+@pytest.mark.anyio
+async def test_subreaper_aclose_does_not_block_the_loop(pid_pipe: tuple[int, int]) -> None:
+    r, w = pid_pipe
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.sleep(0.01)
+
+    async with anyio.create_task_group() as tg:
+        reaper = pidfd.Subreaper(grace=0.5)
+        async with reaper:
+            await pidfd.run_process(
+                [sys.executable, "-c", DAEMON.format(ignore_term=True)], stdout=w, stderr=DEVNULL
+            )
+            assert _read_pid(r, 30) is not None
+            tg.start_soon(tick)
+            await anyio.sleep(0)
+            before = ticks
+        # The grace period (0.5 s, SIGTERM ignored) passed while tick() ran.
+        assert ticks > before + 1
+        tg.cancel_scope.cancel()
+    assert [s.signal for s in reaper.reaped.values() if s is not None] == [signal.SIGKILL]

@@ -24,11 +24,14 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+import anyio
+
 from pidfd import _popen
 from pidfd._native import ExitStatus, PidFd, _child_subreaper, _set_child_subreaper
 from pidfd._native import wait_any as _wait_any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import TracebackType
     from typing import Self
 
@@ -88,6 +91,19 @@ def _children() -> set[int]:
     return found if found is not None else _children_by_scan()
 
 
+async def _await_any(handles: list[PidFd], timeout: float) -> None:
+    """Return once any of ``handles`` has exited, or after ``timeout`` seconds."""
+    with anyio.move_on_after(timeout):
+        async with anyio.create_task_group() as tg:
+
+            async def one(handle: PidFd) -> None:
+                await anyio.wait_readable(handle.fileno())
+                tg.cancel_scope.cancel()
+
+            for handle in handles:
+                tg.start_soon(one, handle)
+
+
 def _still_our_child(handle: PidFd) -> bool:
     """True if ``handle`` names an unreaped child of ours (race-free: a pidfd)."""
     try:
@@ -132,7 +148,9 @@ class Subreaper:
 
     Use it from one thread. ``close()`` (leaving the block) blocks for up to
     ``grace`` seconds plus the time the kills take, with the GIL released;
-    Ctrl-C there sends ``SIGKILL`` to what is left, reaps it, and raises.
+    Ctrl-C there sends ``SIGKILL`` to what is left, reaps it, and raises. In
+    async code use ``async with`` (:meth:`aclose`): the grace period is then
+    awaited on the pidfds under asyncio or trio, never blocking the loop.
     """
 
     def __init__(self, *, grace: float = 2.0) -> None:
@@ -181,25 +199,61 @@ class Subreaper:
         adopted meanwhile, as its parent dies), ``SIGKILL`` to what is left
         after ``grace`` seconds, until no adopted process remains.
         """
-        global _depth
         if not self._active:
             return
         try:
-            self._tear_down()
+            for wait in self._tear_down():
+                with contextlib.suppress(TimeoutError):
+                    _wait_any(list(self._held.values()), wait)
         except BaseException:
             # Ctrl-C (or any error) during the grace period: no more grace.
             self._kill_remaining()
             raise
         finally:
-            for pid, handle in self._held.items():
-                handle.close()
-                _claimed.discard(pid)
-            self._held.clear()
-            self._active = False
-            with _lock:
-                _depth -= 1
-                if _depth == 0 and not _was_subreaper:
-                    _set_child_subreaper(False)
+            self._release()
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """:meth:`close` for async code: the grace period never blocks the event loop.
+
+        The exits are awaited on the pidfds (``anyio.wait_readable``), under
+        asyncio or trio. If it is cancelled, what is left gets ``SIGKILL``
+        and is reaped (shielded), and the cancellation goes on.
+        """
+        if not self._active:
+            return
+        try:
+            for wait in self._tear_down():
+                await _await_any(list(self._held.values()), wait)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                # SIGKILL is not ignorable: these waits are short.
+                self._kill_remaining()
+            raise
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        global _depth
+        for pid, handle in self._held.items():
+            handle.close()
+            _claimed.discard(pid)
+        self._held.clear()
+        self._active = False
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and not _was_subreaper:
+                _set_child_subreaper(False)
 
     # -- while it runs --------------------------------------------------------------
 
@@ -284,7 +338,10 @@ class Subreaper:
                 handle.send_signal(sig)
                 self.signalled[handle.pid] = sig
 
-    def _tear_down(self) -> None:
+    def _tear_down(self) -> Iterator[float]:
+        """The way out, as steps: each value yielded means "wait up to this
+        long for any held process to exit", so that sync and async code
+        share one sequence."""
         self._adopt()
         self._reap_exited()
         self._signal(list(self._held.values()), signal.SIGTERM)
@@ -304,9 +361,7 @@ class Subreaper:
                 # Nothing adopted is left, and the look above came after
                 # the last reap: no descendant remains.
                 return
-            wait = _RESCAN if killing else max(0.0, min(_RESCAN, deadline - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                _wait_any(list(self._held.values()), wait)
+            yield _RESCAN if killing else max(0.0, min(_RESCAN, deadline - time.monotonic()))
 
     def _kill_remaining(self) -> None:
         # No exception may stop this: each orphan is killed and reaped.
