@@ -8,6 +8,7 @@ through the group. Each test fails if the member survives the way out.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -22,6 +23,7 @@ import anyio
 import pytest
 
 import pidfd
+from _seccomp import NR_PIDFD_SEND_SIGNAL, SKIP_REASON, Rule, run_snippet
 from pidfd import PidFd
 
 
@@ -278,3 +280,43 @@ async def test_subreaper_aclose_does_not_block_the_loop(pid_pipe: tuple[int, int
         assert ticks > before + 1
         tg.cancel_scope.cancel()
     assert [s.signal for s in reaper.reaped.values() if s is not None] == [signal.SIGKILL]
+
+
+@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+def test_run_timeout_kills_the_group_before_linux_6_9() -> None:
+    # No PIDFD_SIGNAL_PROCESS_GROUP (a 6.8 kernel refuses the flag with
+    # EINVAL): the leader is still unreaped when the group is killed, so
+    # the killpg fallback applies, and the member must not survive.
+    code = """
+        import json, os, select, subprocess
+        import pidfd
+
+        def alive(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+            except FileNotFoundError:
+                return False
+
+        r, w = os.pipe()
+        for timeout in (2.0, 10.0, 30.0):
+            try:
+                pidfd.run(["sh", "-c", "sleep 60 & echo $!; wait"], timeout=timeout,
+                          start_new_session=True, stdout=w)
+            except subprocess.TimeoutExpired:
+                pass
+            if select.select([r], [], [], 0)[0]:
+                member = int(os.read(r, 64).split()[0])
+                break
+        for _ in range(2000):  # init reaps it: look until it is gone
+            if not alive(member):
+                break
+            select.select([], [], [], 0.01)
+        print(json.dumps({"member_alive": alive(member)}))
+        if alive(member):
+            os.kill(member, 9)
+        """
+    out = run_snippet(
+        code, [Rule(NR_PIDFD_SEND_SIGNAL, errno.EINVAL, arg=3, value=4, any_bits=True)]
+    )
+    assert out == {"member_alive": False}
