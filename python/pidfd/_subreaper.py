@@ -174,6 +174,8 @@ class Subreaper:
         global _depth, _was_subreaper
         if self._active:
             raise RuntimeError("this Subreaper is already active; make a new one per block")
+        # Before the switch: nothing can have been adopted yet.
+        at_entry = _children()
         with _lock:
             if _depth == 0:
                 _was_subreaper = _child_subreaper()
@@ -181,7 +183,7 @@ class Subreaper:
                     _set_child_subreaper(True)
             _depth += 1
         self._active = True
-        self._at_entry = _children()
+        self._at_entry = at_entry
         return self
 
     def __exit__(
@@ -317,10 +319,11 @@ class Subreaper:
             try:
                 info = handle.try_wait()
             except ChildProcessError:
-                # Reaped behind our back: the kernel may still know how it ended.
+                # Reaped behind our back: the kernel may still know how it
+                # ended. Either way it is gone, and no longer ours to hold.
                 settled, status = handle._exit_status_now()
                 if not settled:
-                    continue
+                    status = None
             else:
                 if info is None:
                     continue
