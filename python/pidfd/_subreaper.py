@@ -171,6 +171,7 @@ class Subreaper:
     # -- the block ----------------------------------------------------------------
 
     def __enter__(self) -> Self:
+        """Become a child subreaper (unless already one) and start the block."""
         global _depth, _was_subreaper
         if self._active:
             raise RuntimeError("this Subreaper is already active; make a new one per block")
@@ -192,6 +193,7 @@ class Subreaper:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """End the block: :meth:`close`."""
         self.close()
 
     def close(self) -> None:
@@ -215,6 +217,7 @@ class Subreaper:
             self._release()
 
     async def __aenter__(self) -> Self:
+        """As ``__enter__`` (it does not block)."""
         return self.__enter__()
 
     async def __aexit__(
@@ -223,6 +226,7 @@ class Subreaper:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """End the block: :meth:`aclose`."""
         await self.aclose()
 
     async def aclose(self) -> None:
