@@ -1,11 +1,12 @@
 """W5: sync spawn + wait of short children, ``pidfd.Popen`` against ``subprocess``.
 
 Each repetition spawns N ``/bin/true`` children one after the other and
-waits for each, per peer, with and without ``stdout=PIPE``; the whole loop
-is timed (wall: ``perf_counter``; parent CPU: ``getrusage(RUSAGE_SELF)``
-user+sys, which excludes the children). Peers run in a rotated order each
-repetition, and each figure becomes a ratio to ``subprocess.Popen`` + wait
-from that same repetition.
+waits for each, per peer, with and without ``stdout=PIPE``, timed (wall:
+``perf_counter``; parent CPU: ``getrusage(RUSAGE_SELF)`` user+sys, which
+excludes the children). The peers take turns 20 children at a time, in a
+rotating order, so that load from elsewhere on the machine falls on all of
+them alike; each figure becomes a ratio to ``subprocess.Popen`` + wait from
+that same repetition.
 
 Peers: ``subprocess.Popen`` + ``wait()`` (the baseline), ``subprocess.run``,
 ours ``pidfd.Popen`` + ``wait()`` and ``pidfd.run``, and the floor:
@@ -36,6 +37,9 @@ STOCK_RUN = "subprocess.run"
 OURS = "ours pidfd.Popen+wait"
 OURS_RUN = "ours pidfd.run"
 FLOOR = "floor: posix_spawn+PidFd"
+
+# Children per turn: the peers alternate this many children at a time.
+CHUNK = 20
 
 TIMEOUT_WAITS = 100
 TIMEOUT_EACH = 0.01
@@ -152,14 +156,25 @@ def run(cfg: dict) -> dict:
             for mode, pipe in modes.items():
                 fns = peers(pipe)
                 for n in sizes:
-                    for name in _util.rotate(names, rep):
-                        fn = fns[name]
-                        cpu0, t0 = _cpu(), time.perf_counter()
-                        for _ in range(n):
-                            fn(argv)
-                        wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+                    # The peers take turns CHUNK children at a time (in a
+                    # rotating order), so that a load change on a shared
+                    # machine falls on all of them alike instead of on
+                    # whichever peer ran its N children while it lasted.
+                    wall = dict.fromkeys(names, 0.0)
+                    cpu = dict.fromkeys(names, 0.0)
+                    chunk = min(CHUNK, n)
+                    for turn in range(n // chunk):
+                        for name in _util.rotate(names, rep + turn):
+                            fn = fns[name]
+                            cpu0, t0 = _cpu(), time.perf_counter()
+                            for _ in range(chunk):
+                                fn(argv)
+                            wall[name] += time.perf_counter() - t0
+                            cpu[name] += _cpu() - cpu0
+                    done = chunk * (n // chunk)
+                    for name in names:
                         raw[mode][str(n)][name].append(
-                            {"wall_us": wall / n * 1e6, "cpu_us": cpu / n * 1e6}
+                            {"wall_us": wall[name] / done * 1e6, "cpu_us": cpu[name] / done * 1e6}
                         )
             for label, cls in _util.rotate(
                 [("subprocess.Popen", subprocess.Popen), ("pidfd.Popen", pidfd.Popen)], rep

@@ -61,6 +61,11 @@ nitpick_ignore = [
     ("py:class", "Self"),
     ("py:class", "HasFileno"),
     ("py:class", "_typeshed.HasFileno"),
+    # Private aliases in Popen's and run()'s overloads, restated from
+    # typeshed (what a command or a path may be, a return type variable).
+    ("py:class", "_Cmd"),
+    ("py:class", "StrOrBytesPath"),
+    ("py:class", "_T"),
 ]
 python_use_unqualified_type_names = True
 
@@ -71,7 +76,10 @@ python_use_unqualified_type_names = True
 # the objects.inv format uncompressed); they are packed into objects.inv files
 # here. A reference to a name missing from them fails the nitpicky build: add
 # a line.
-_INVENTORIES = {"python": "https://docs.python.org/3"}
+_INVENTORIES = {
+    "python": "https://docs.python.org/3",
+    "anyio": "https://anyio.readthedocs.io/en/stable",
+}
 _inv_dir = Path(tempfile.mkdtemp(prefix="pidfd-docs-inv-"))
 
 

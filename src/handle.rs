@@ -2,7 +2,6 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -58,8 +57,11 @@ pub struct PidFd {
     pid: libc::pid_t,
     thread: bool,
     /// Set once a `wait()` on this handle has reaped the child, to tell
-    /// "you already have its status" from "someone else reaped it".
-    reaped: AtomicBool,
+    /// "you already have its status" from "someone else reaped it". Held
+    /// across the reaping `waitid` (which never blocks: `WNOHANG`), so that
+    /// the reap and its record are one step: without the GIL, a thread that
+    /// lost the race could otherwise read the flag before the winner set it.
+    reaped: Mutex<bool>,
 }
 
 impl PidFd {
@@ -68,7 +70,7 @@ impl PidFd {
             fd: Mutex::new(Some(Arc::new(fd))),
             pid,
             thread,
-            reaped: AtomicBool::new(false),
+            reaped: Mutex::new(false),
         }
     }
 
@@ -93,22 +95,24 @@ impl PidFd {
         Ok(())
     }
 
-    /// One `waitid(WNOHANG)`: the child's status if it has exited (reaping it
-    /// unless `peek`), `None` while it runs.
-    fn reap_now(&self, fd: &OwnedFd, peek: bool) -> PyResult<Option<(ChildInfo, libc::rusage)>> {
-        let options = libc::WNOHANG | if peek { libc::WNOWAIT } else { 0 };
+    /// One `waitid(WNOHANG)`: the child's status if it has exited (reaping
+    /// it), `None` while it runs.
+    fn reap_now(&self, fd: &OwnedFd) -> PyResult<Option<(ChildInfo, libc::rusage)>> {
+        let mut reaped = self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            match sys::waitid_pidfd(fd.as_fd(), options) {
+            match sys::waitid_pidfd(fd.as_fd(), libc::WNOHANG) {
                 Ok(Some(found)) => {
-                    if !peek {
-                        self.reaped.store(true, Ordering::Release);
-                    }
+                    *reaped = true;
                     return Ok(Some(found));
                 }
                 Ok(None) => return Ok(None),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => {}
-                    Some(libc::ECHILD) => return Err(self.no_child_error(fd)),
+                    Some(libc::ECHILD) => {
+                        let ours = *reaped;
+                        drop(reaped);
+                        return Err(self.no_child_error(fd, ours));
+                    }
                     // Our idtype and options are all valid on any kernel
                     // that knows P_PIDFD, so EINVAL means it does not.
                     Some(libc::EINVAL) => return Err(needs_kernel("waitid(P_PIDFD)", "5.4")),
@@ -130,7 +134,9 @@ impl PidFd {
             Some(libc::ESRCH) => os_error(
                 libc::ESRCH,
                 format!(
-                    "no process is in the process group led by pid {pid}: it leads no group                      (start it with start_new_session=True or process_group=0 to make it                      lead one), or every member has exited; signal {sig} was not sent"
+                    "no process is in the process group led by pid {pid}: it leads no group \
+                     (start it with start_new_session=True or process_group=0 to make it \
+                     lead one), or every member has exited; signal {sig} was not sent"
                 ),
             ),
             // Before 6.9 any flag is EINVAL; ask without one to be sure the
@@ -147,7 +153,8 @@ impl PidFd {
             Some(libc::EPERM) => os_error(
                 libc::EPERM,
                 format!(
-                    "not permitted to send signal {sig} to any process in the group led by                      pid {pid}"
+                    "not permitted to send signal {sig} to any process in the group led by \
+                     pid {pid}"
                 ),
             ),
             _ => from_io(
@@ -173,11 +180,12 @@ impl PidFd {
         }
     }
 
-    /// `ECHILD` from `waitid`: say which of the possible reasons it is.
-    fn no_child_error(&self, fd: &OwnedFd) -> PyErr {
+    /// `ECHILD` from `waitid`: say which of the possible reasons it is;
+    /// `reaped_here` if a `wait()` on this handle reaped the child.
+    fn no_child_error(&self, fd: &OwnedFd, reaped_here: bool) -> PyErr {
         let pid = self.pid;
         let me = sys::getpid();
-        let message = if self.reaped.load(Ordering::Acquire) {
+        let message = if reaped_here {
             format!(
                 "pid {pid} was already reaped by an earlier wait() on this handle, which \
                  returned its ExitInfo; a process can be reaped only once"
@@ -499,7 +507,7 @@ impl PidFd {
         self.refuse_thread("wait()")?;
         let fd = self.fd()?;
         loop {
-            if let Some((child, rusage)) = self.reap_now(&fd, false)? {
+            if let Some((child, rusage)) = self.reap_now(&fd)? {
                 return Self::exit_info(py, child, rusage);
             }
             if !poll_until(py, &mut [pollfd(&fd, libc::POLLIN)], deadline)? {
@@ -513,7 +521,7 @@ impl PidFd {
     fn try_wait(&self, py: Python<'_>) -> PyResult<Option<Py<ExitInfo>>> {
         self.refuse_thread("try_wait()")?;
         let fd = self.fd()?;
-        self.reap_now(&fd, false)?
+        self.reap_now(&fd)?
             .map(|(child, rusage)| Self::exit_info(py, child, rusage))
             .transpose()
     }

@@ -11,6 +11,7 @@
 //! - `results.rs`: `ExitInfo` and `ExitStatus`;
 //! - `info.rs`: `ProcessInfo`;
 //! - `wait_any.rs`: `wait_any()`;
+//! - `subreaper.rs`: the `PR_SET_CHILD_SUBREAPER` switch;
 //! - this file: the module itself.
 
 #[cfg(not(target_os = "linux"))]
@@ -26,6 +27,7 @@ mod info;
 mod kernel;
 mod results;
 pub mod status;
+mod subreaper;
 pub mod sys;
 mod wait;
 mod wait_any;
@@ -42,12 +44,18 @@ use crate::results::{ExitInfo, ExitStatus};
 // `&self` only, so PyO3 needs no borrow flag); a `PidFd`'s only mutable state
 // is its fd, behind a `Mutex<Option<Arc<OwnedFd>>>` (a call clones the `Arc`,
 // so `close()` from another thread cannot free a number still in use), and
-// the `reaped` flag, an `AtomicBool`. `ExitInfo` caches its stdlib objects in
-// `PyOnceLock`s and the kernel version sits in a `OnceLock`, both thread-safe.
-// Two threads reaping one child race in the kernel's `waitid`, which lets
-// exactly one win; the other gets `ECHILD`, as sequential calls would.
+// the `reaped` flag, a `Mutex<bool>` held across the non-blocking reaping
+// `waitid`. `ExitInfo` caches its stdlib objects in `OnceLock`s, the stdlib
+// types sit in `PyOnceLock`s and the kernel version in a `OnceLock`, all
+// thread-safe. Two threads reaping one child race in the kernel's `waitid`,
+// which lets exactly one win; the other gets `ECHILD`, as sequential calls
+// would, and the flag (set in the same step as the winning reap) tells it
+// that this handle reaped the child. Run on CPython 3.14t: see
+// docs/guarantees-interpreters.md.
 #[pymodule(gil_used = false)]
 mod _native {
+    #[pymodule_export]
+    use super::subreaper::{_child_subreaper, _set_child_subreaper};
     #[pymodule_export]
     use super::{ExitInfo, ExitStatus, PidFd, ProcessInfo, wait_any::wait_any};
 

@@ -151,3 +151,35 @@ def run_script(script: str, *args: str, what: str) -> dict:
         pytest.fail(f"{what} hung: {e.stderr!r}")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def run_in_pid_namespace(script: str, *args: str) -> dict:
+    """Run ``python -c script *args`` as pid 1 of a private pid namespace.
+
+    There, pids are few and handed out in order, so a script can make the
+    kernel reuse a pid it just freed. Returns the JSON object the script
+    prints. Skips where no namespace can be made: as root a pid namespace is
+    enough; otherwise a user namespace makes us root inside it, where the
+    distribution allows unprivileged ones.
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("needs unshare(1) from util-linux to make a private pid namespace")
+    refusals = []
+    for userns in ([], ["--user", "--map-root-user"]):
+        cmd = [unshare, *userns, "--pid", "--fork", "--mount-proc"]
+        try:
+            proc = subprocess.run(
+                [*cmd, sys.executable, "-c", script, *args],
+                capture_output=True,
+                text=True,
+                timeout=45,
+            )
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(f"pid reuse script hung: {e.stderr!r}")
+        if proc.returncode != 0 and "unshare failed" in proc.stderr:
+            refusals.append(proc.stderr.strip())
+            continue
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+    pytest.skip(f"cannot create a pid namespace here: {refusals}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -56,12 +57,26 @@ def test_imported_from_site_packages() -> None:
 
 @pytest.mark.skipif(
     not sysconfig.get_config_var("Py_GIL_DISABLED"),
-    reason="needs a free-threaded CPython build (3.13t or later)",
+    reason="needs a free-threaded CPython build (3.14t: PyO3 0.30 builds for no earlier one)",
 )
 def test_free_threaded_python_keeps_the_gil_off() -> None:
-    # CPython re-enables the GIL when it imports an extension that does not
-    # declare gil_used = false; pidfd._native is imported above.
+    # CPython re-enables the GIL (with a RuntimeWarning) when it imports an
+    # extension that does not declare gil_used = false; pidfd._native is
+    # imported above. A fresh interpreter, with no PYTHON_GIL to force the
+    # answer and warnings as errors, imports pidfd and nothing else.
     assert not sys._is_gil_enabled()  # type: ignore[attr-defined]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
+    code = "import sys, pidfd, pidfd._native; print(sys._is_gil_enabled())"
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout == "False\n", out
+    assert out.stderr == "", out.stderr
 
 
 def test_dir_shows_only_the_public_api() -> None:

@@ -14,10 +14,8 @@ from __future__ import annotations
 import ast
 import contextlib
 import errno
-import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -435,29 +433,7 @@ PID_REUSE = textwrap.dedent(
 
 
 def test_pid_reuse_never_signals_the_new_process() -> None:
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("needs unshare(1) from util-linux to make a private pid namespace")
-    refusals = []
-    for userns in ([], ["--user", "--map-root-user"]):
-        cmd = [unshare, *userns, "--pid", "--fork", "--mount-proc"]
-        try:
-            proc = subprocess.run(
-                [*cmd, sys.executable, "-c", PID_REUSE, SLEEP],
-                capture_output=True,
-                text=True,
-                timeout=45,
-            )
-        except subprocess.TimeoutExpired as e:
-            pytest.fail(f"pid reuse script hung: {e.stderr!r}")
-        if proc.returncode != 0 and "unshare failed" in proc.stderr:
-            refusals.append(proc.stderr.strip())
-            continue
-        break
-    else:
-        pytest.skip(f"cannot create a pid namespace here: {refusals}")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = rh.run_in_pid_namespace(PID_REUSE, SLEEP)
     if not report["reused"]:
         pytest.skip(f"pid not reused within the bound: {report}")
     assert report["new_alive"] is True, report
@@ -516,6 +492,11 @@ def run():
         out["timeout"] = True
     p.stdin.close()
     out["wait"] = p.wait(timeout=30)
+    out["wait_status"] = (p.exit_status.code, p.rusage is not None)
+    r = pidfd.Popen([sys.executable, "-c", "raise SystemExit(5)"])
+    while r.poll() is None:
+        pass
+    out["poll_status"] = (r.returncode, r.exit_status.code, r.rusage.ru_utime >= 0)
     q = pidfd.Popen(["sleep", "30"])
     q.terminate()
     out["terminated"] = q.wait(timeout=30)
@@ -551,6 +532,9 @@ def test_falls_back_to_stock_behaviour(rule: Rule) -> None:
     assert v["poll_running"] is None, v
     assert v["timeout"] is True, v
     assert v["wait"] == 3, v
+    # The stock paths reap through wait4: status and rusage as with a pidfd.
+    assert v["wait_status"] == (3, True), v
+    assert v["poll_status"] == (5, 5, True), v
     assert v["terminated"] == -signal.SIGTERM, v
     assert v["run"] == 4, v
     assert v["run_output"] == "hi\n", v

@@ -3,12 +3,8 @@ zombies, stopped children, early exits and recycled pids."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -223,40 +219,7 @@ PID_REUSE_SCRIPT = textwrap.dedent(
 
 
 def test_pid_reuse_send_signal_never_reaches_new_process() -> None:
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("needs unshare(1) from util-linux to make a private pid namespace")
-    # As root a pid namespace is enough; otherwise a user namespace makes us
-    # root inside it (where the distribution allows unprivileged ones).
-    refusals = []
-    for userns in ([], ["--user", "--map-root-user"]):
-        try:
-            proc = subprocess.run(
-                [
-                    unshare,
-                    *userns,
-                    "--pid",
-                    "--fork",
-                    "--mount-proc",
-                    sys.executable,
-                    "-c",
-                    PID_REUSE_SCRIPT,
-                    rh.SLEEP,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=45,
-            )
-        except subprocess.TimeoutExpired as e:
-            pytest.fail(f"pid reuse script hung: {e.stderr!r}")
-        if proc.returncode != 0 and "unshare failed" in proc.stderr:
-            refusals.append(proc.stderr.strip())
-            continue
-        break
-    else:
-        pytest.skip(f"cannot create a pid namespace here: {refusals}")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = rh.run_in_pid_namespace(PID_REUSE_SCRIPT, rh.SLEEP)
     if not report["reused"]:
         pytest.skip(f"pid not reused within the bound: {report}")
     assert report["send_signal"] == "ProcessLookupError", report

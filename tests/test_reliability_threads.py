@@ -5,6 +5,7 @@ while that call can still use it."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import threading
 import time
@@ -207,3 +208,126 @@ def test_thread_wait_with_async_close_from_main(children: Children) -> None:
         assert is_running(pid)
         os.kill(pid, signal.SIGKILL)
         assert fut.result(10).status.signal == signal.SIGKILL
+
+
+def test_two_threads_one_handle_loser_knows_the_handle_reaped(children: Children) -> None:
+    """The thread whose wait() loses the race to another wait() on the same
+    handle is told that this handle reaped the child, never that "something
+    else" did. Under the GIL that holds by itself; without it, the reap and
+    its record must be one step, or the loser can look before the winner
+    writes."""
+    for _ in range(20):
+        pid = children.sleep(0.02)
+        with PidFd.from_pid(pid) as h:
+            barrier = threading.Barrier(3)
+
+            def run(h: PidFd = h, barrier: threading.Barrier = barrier) -> object:
+                barrier.wait()
+                try:
+                    return h.wait(timeout=10)
+                except ChildProcessError as e:
+                    return e
+
+            with ThreadPoolExecutor(3) as pool:
+                outcomes = [f.result() for f in [pool.submit(run) for _ in range(3)]]
+        assert sum(isinstance(o, ExitInfo) for o in outcomes) == 1, outcomes
+        for o in outcomes:
+            if isinstance(o, ChildProcessError):
+                assert "earlier wait() on this handle" in str(o), o
+
+
+def _hammer(h: PidFd, rng: random.Random) -> tuple[str, object]:
+    """One call on ``h``, chosen by ``rng``; the outcome, or the exception."""
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("wait", lambda: h.wait(timeout=0.02)),
+        ("try_wait", h.try_wait),
+        ("wait_exit", lambda: h.wait_exit(timeout=0.02)),
+        ("wait_any", lambda: pidfd.wait_any([h, h], timeout=0.02)),
+        ("is_alive", h.is_alive),
+        ("signal0", lambda: h.send_signal(0)),
+        ("terminate", h.terminate),
+        ("fileno", h.fileno),
+        ("repr", lambda: repr(h)),
+        ("close", h.close),
+    ]
+    name, call = rng.choice(calls)
+    try:
+        return name, call()
+    except Exception as e:
+        return name, e
+
+
+# What each call may answer while other threads use and close the handle.
+_ALLOWED: dict[str, tuple[type, ...]] = {
+    "wait": (ExitInfo, TimeoutError, ValueError, ChildProcessError),
+    "try_wait": (ExitInfo, type(None), ValueError, ChildProcessError),
+    "wait_exit": (ExitStatus, type(None), TimeoutError, ValueError),
+    "wait_any": (list, TimeoutError, ValueError),
+    "is_alive": (bool, ValueError),
+    "signal0": (type(None), ProcessLookupError, ValueError),
+    "terminate": (type(None), ProcessLookupError, ValueError),
+    "fileno": (int, ValueError),
+    "repr": (str,),
+    "close": (type(None),),
+}
+
+
+def test_threads_hammer_one_handle_while_it_closes(children: Children) -> None:
+    """Four threads make random calls on one handle (waits, reaps, signals,
+    close) while a fifth keeps opening pidfds on bystander children, so that
+    a closed fd number is taken again at once. A call that used a number
+    after close() freed it would reap or kill a bystander, or fail with an
+    error no call on a pidfd gives; every round must instead end with each
+    call's documented answer, the child reaped at most once, by one call,
+    and every bystander alive and unreaped."""
+    bystanders = [children.sleep(60) for _ in range(3)]
+    stop = threading.Event()
+    churned = 0
+
+    def churn() -> None:
+        nonlocal churned
+        while not stop.is_set():
+            fds = [os.pidfd_open(pid) for pid in bystanders]
+            r, w = os.pipe()
+            for fd in (*fds, r, w):
+                os.close(fd)
+            churned += 1
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        for round_ in range(40):
+            pid = children.sleep(0.01 * (round_ % 4))
+            h = PidFd.from_pid(pid)
+            barrier = threading.Barrier(4)
+
+            def run(seed: int, h: PidFd = h, barrier: threading.Barrier = barrier) -> list:
+                rng = random.Random(seed)
+                barrier.wait()
+                return [_hammer(h, rng) for _ in range(8)]
+
+            with ThreadPoolExecutor(4) as pool:
+                seeds = [round_ * 4 + i for i in range(4)]
+                outcomes = [o for f in [pool.submit(run, s) for s in seeds] for o in f.result()]
+            h.close()
+            for name, value in outcomes:
+                assert isinstance(value, _ALLOWED[name]), (name, value)
+                if isinstance(value, ChildProcessError):
+                    # Only these threads reap it, through this handle.
+                    assert "earlier wait() on this handle" in str(value), value
+                if isinstance(value, ValueError):
+                    assert "closed" in str(value), value
+            infos = [v for _, v in outcomes if isinstance(v, ExitInfo)]
+            assert len(infos) <= 1, infos
+            if infos:
+                assert infos[0].status.code == 0 or infos[0].status.signal == signal.SIGTERM
+                assert not is_unreaped(pid)
+            else:
+                assert is_unreaped(pid)
+            for b in bystanders:
+                assert is_unreaped(b), f"bystander {b} was reaped in round {round_}"
+                assert is_running(b), f"bystander {b} was killed in round {round_}"
+    finally:
+        stop.set()
+        churner.join(10)
+    assert churned > 0
