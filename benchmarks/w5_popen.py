@@ -24,13 +24,15 @@ ending in ``TimeoutExpired``), ``subprocess.Popen`` against ``pidfd.Popen``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import _util
+
 import pidfd
 from pidfd import PidFd
 
@@ -153,10 +155,8 @@ def timeout_cpu(cls: type[subprocess.Popen]) -> float:
     try:
         cpu = _cpu()
         for _ in range(TIMEOUT_WAITS):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=TIMEOUT_EACH)
-            except subprocess.TimeoutExpired:
-                pass
         return _cpu() - cpu
     finally:
         p.kill()
@@ -173,7 +173,7 @@ def run(cfg: dict) -> dict:
     raw: dict = {m: {str(n): {p: [] for p in names} for n in sizes} for m in modes}
     timeouts: dict[str, list[float]] = {"subprocess.Popen": [], "pidfd.Popen": []}
     try:
-        for mode, pipe in modes.items():
+        for pipe in modes.values():
             for fn in peers(pipe).values():  # warm every path up, untimed
                 for _ in range(20):
                     fn(argv)
@@ -223,17 +223,23 @@ def run(cfg: dict) -> dict:
                 per_peer[name] = {
                     "wall_us": S([r["wall_us"] for r in runs]),
                     "cpu_us": S([r["cpu_us"] for r in runs]),
-                    "wall_ratio": S([r["wall_us"] / b["wall_us"] for r, b in zip(runs, base)]),
-                    "cpu_ratio": S([r["cpu_us"] / b["cpu_us"] for r, b in zip(runs, base)]),
-                    "wall_ratio_to_ref": S(
-                        [r["wall_us"] / b["wall_us"] for r, b in zip(runs, ref)]
+                    "wall_ratio": S(
+                        [r["wall_us"] / b["wall_us"] for r, b in zip(runs, base, strict=True)]
                     ),
-                    "cpu_ratio_to_ref": S([r["cpu_us"] / b["cpu_us"] for r, b in zip(runs, ref)]),
+                    "cpu_ratio": S(
+                        [r["cpu_us"] / b["cpu_us"] for r, b in zip(runs, base, strict=True)]
+                    ),
+                    "wall_ratio_to_ref": S(
+                        [r["wall_us"] / b["wall_us"] for r, b in zip(runs, ref, strict=True)]
+                    ),
+                    "cpu_ratio_to_ref": S(
+                        [r["cpu_us"] / b["cpu_us"] for r, b in zip(runs, ref, strict=True)]
+                    ),
                 }
             out["modes"][mode][n] = per_peer
     out["timeout_waits"] = {"count": TIMEOUT_WAITS, "each_s": TIMEOUT_EACH}
     out["timeout_cpu_s"] = {k: S(v) for k, v in timeouts.items()}
     out["timeout_cpu_ratio"] = S(
-        [o / s for o, s in zip(timeouts["pidfd.Popen"], timeouts["subprocess.Popen"])]
+        [o / s for o, s in zip(timeouts["pidfd.Popen"], timeouts["subprocess.Popen"], strict=True)]
     )
     return out
