@@ -60,9 +60,6 @@ nitpick_ignore = [
     # wait_any's type variable (bound to PidFd | AsyncPidFd; private).
     ("py:class", "pidfd._waitany._Handle"),
     ("py:class", "Self"),
-    # Subreaper.__exit__'s annotation, imported under TYPE_CHECKING as a bare
-    # name, so autodoc cannot qualify it as types.TracebackType.
-    ("py:class", "TracebackType"),
     ("py:class", "HasFileno"),
     ("py:class", "_typeshed.HasFileno"),
     # Private aliases in Popen's and run()'s overloads, restated from
