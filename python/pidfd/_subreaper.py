@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 import time
+import types
 from typing import TYPE_CHECKING
 
 import anyio
@@ -32,7 +33,6 @@ from pidfd._native import wait_any as _wait_any
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from types import TracebackType
     from typing import Self
 
 __all__ = ["Subreaper"]
@@ -191,7 +191,7 @@ class Subreaper:
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
-        tb: TracebackType | None,
+        tb: types.TracebackType | None,
     ) -> None:
         """End the block: :meth:`close`."""
         self.close()
@@ -223,7 +223,7 @@ class Subreaper:
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
-        tb: TracebackType | None,
+        tb: types.TracebackType | None,
     ) -> None:
         """End the block: :meth:`aclose`."""
         await self.aclose()
