@@ -1,14 +1,15 @@
 //! `PidFd`: the race-free handle on one process (or one thread).
 
+use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyResourceWarning, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::args::{check_fd, check_pid, check_signal, extract_int};
+use crate::args::{check_fd, check_pid, check_signal, extract_bool, extract_int, extract_timeout};
 use crate::errors::{closed, from_io, needs_kernel, os_error};
 use crate::info::ProcessInfo;
 use crate::kernel::{kernel_has_pidfd_thread, kernel_version, no_such_ioctl};
@@ -256,6 +257,42 @@ impl PidFd {
     }
 }
 
+/// An unclosed handle warns when collected, as an unclosed file does, so
+/// that a leaked fd shows up under `-W error` or `python -X dev`.
+// In Rust rather than a Python `__del__`: `PidFd` is a native class, and
+// only its own `Drop` sees every handle, including those created by
+// `from_fd`/`from_socket_peer` and those held inside `AsyncPidFd`, `Popen`
+// and `Process`. The fd is closed either way (`OwnedFd` closes on drop).
+impl Drop for PidFd {
+    fn drop(&mut self) {
+        let open = self
+            .fd
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(fd) = open else { return };
+        let message = format!(
+            "unclosed PidFd (pid {}, fd {}); close it with close() or a with block",
+            self.pid,
+            fd.as_raw_fd()
+        );
+        drop(fd);
+        // `None` while the interpreter is finalizing: nothing to warn then.
+        Python::try_attach(|py| {
+            let category = py.get_type::<PyResourceWarning>();
+            let Ok(message) = CString::new(message) else {
+                return;
+            };
+            // An error here is the warning turned into one (`-W error`);
+            // a destructor cannot raise, so report it as CPython does for
+            // an unclosed file.
+            if let Err(e) = PyErr::warn(py, category.as_any(), &message, 1) {
+                e.write_unraisable(py, None);
+            }
+        });
+    }
+}
+
 #[pymethods]
 impl PidFd {
     /// Open a handle on process `pid` with `pidfd_open(2)` (Linux ≥ 5.3).
@@ -264,9 +301,12 @@ impl PidFd {
     /// is not reused until it is reaped. With `thread=True` (Linux ≥ 6.9),
     /// `pid` is a thread id and the handle refers to that one thread.
     #[staticmethod]
-    #[pyo3(signature = (pid, *, thread = false))]
-    fn from_pid(pid: &Bound<'_, PyAny>, thread: bool) -> PyResult<Self> {
+    // `thread` is taken as any object so that a non-bool gets an error
+    // naming it; the signature users see keeps the real default.
+    #[pyo3(signature = (pid, *, thread = None), text_signature = "(pid, *, thread=False)")]
+    fn from_pid(pid: &Bound<'_, PyAny>, thread: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let pid = extract_int(pid, "pid")?;
+        let thread = thread.map_or(Ok(false), |t| extract_bool(t, "thread"))?;
         let pid = check_pid(pid)?;
         let flags = if thread { sys::PIDFD_THREAD } else { 0 };
         match sys::pidfd_open(pid, flags) {
@@ -443,9 +483,10 @@ impl PidFd {
         );
     }
 
-    /// Return the handle itself.
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
+    /// Return the handle itself; `ValueError` if it is closed.
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().fd()?;
+        Ok(slf)
     }
 
     /// Close the handle; an exception in the `with` body propagates.
@@ -474,7 +515,8 @@ impl PidFd {
     /// interrupts it with that exception and leaves the child unreaped; so
     /// does `TimeoutError` when `timeout` seconds pass.
     #[pyo3(signature = (timeout = None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<ExitInfo>> {
+    fn wait(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<ExitInfo>> {
+        let timeout = extract_timeout(timeout)?;
         let deadline = Deadline::from_timeout(timeout)?;
         self.refuse_thread("wait()")?;
         let fd = self.fd()?;
@@ -547,7 +589,12 @@ impl PidFd {
     /// `PIDFD_INFO_EXIT` (Linux ≥ 6.15) once it has been reaped. Returns
     /// `None` where the status cannot be known; never a made-up value.
     #[pyo3(signature = (timeout = None))]
-    fn wait_exit(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<ExitStatus>> {
+    fn wait_exit(
+        &self,
+        py: Python<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<ExitStatus>> {
+        let timeout = extract_timeout(timeout)?;
         let deadline = Deadline::from_timeout(timeout)?;
         let fd = self.fd()?;
         if !poll_until(py, &mut [pollfd(&fd, libc::POLLIN)], deadline)? {

@@ -30,6 +30,8 @@ import pytest
 import pidfd
 import pidfd._popen
 from _reliability_helpers import TRUE, is_running, is_unreaped, open_fds, wait_zombie
+from _seccomp import NR_PIDFD_OPEN, Rule, run_snippet
+from _seccomp import SKIP_REASON as SECCOMP_SKIP
 
 PROCESS_SOAK = int(os.environ.get("PIDFD_PROCESS_SOAK", "400"))
 
@@ -458,6 +460,39 @@ async def test_falls_back_where_pidfd_open_is_refused(processes: list[pidfd.Proc
     with pytest.raises(subprocess.CalledProcessError) as info:
         await pidfd.run_process(python("print('o'); raise SystemExit(5)"))
     assert info.value.returncode == 5 and info.value.stdout == b"o\n"
+
+
+SECCOMP_FALLBACK = r"""
+import asyncio, subprocess, sys
+import trio
+import pidfd
+
+UPPER = [sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read().upper())"]
+
+async def main():
+    async with await pidfd.open_process(UPPER) as proc:
+        had_pidfd = proc.pidfd is not None
+        await proc.stdin.send(b"seccomp")
+        await proc.stdin.aclose()
+        out = await proc.stdout.receive()
+        code = await proc.wait()
+    done = await pidfd.run_process(["sh", "-c", "echo ok; exit 0"])
+    return [had_pidfd, out.decode(), code, done.stdout.decode()]
+
+report(lambda: [asyncio.run(main()), trio.run(main)])
+"""
+
+
+@pytest.mark.skipif(SECCOMP_SKIP is not None, reason=SECCOMP_SKIP or "")
+def test_falls_back_where_the_kernel_refuses_pidfd_open() -> None:
+    """The real refusal (a seccomp filter: ENOSYS from pidfd_open), both loops."""
+    out = run_snippet(SECCOMP_FALLBACK, [Rule(NR_PIDFD_OPEN, errno.ENOSYS)])
+    assert out["ok"], out
+    expected = [False, "SECCOMP", 0, "ok\n"]
+    assert out["value"] == repr([expected, expected]), out
+    # Control: unfiltered, the same snippet has a pidfd.
+    out = run_snippet(SECCOMP_FALLBACK, [])
+    assert out["value"] == repr([[True, *expected[1:]]] * 2), out
 
 
 # -- bad input ---------------------------------------------------------------------------

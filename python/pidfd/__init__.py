@@ -35,6 +35,7 @@ from pidfd._native import (
 )
 from pidfd._popen import CompletedProcess, Popen, run
 from pidfd._process import Process, open_process, run_process
+from pidfd._subreaper import Subreaper
 from pidfd._waitany import wait_any
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Popen",
     "Process",
     "ProcessInfo",
+    "Subreaper",
     "__version__",
     "open_process",
     "run",
