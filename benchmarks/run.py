@@ -54,6 +54,7 @@ SIZES = {
         "w3": {"rounds": 60, "chunks": 3},
         "w4": {"n": 5000, "reps": 3},
         "w5": {"sizes": [200, 2000], "reps": 3},
+        "w6": {"sizes": [200, 2000], "reps": 3, "threads_n": 2000, "threads_of": "all"},
     },
     "quick": {
         "w1": {"batch": 50, "reps": 5},
@@ -61,11 +62,12 @@ SIZES = {
         "w3": {"rounds": 9, "chunks": 3},
         "w4": {"n": 300, "reps": 1},
         "w5": {"sizes": [20, 50], "reps": 1},
+        "w6": {"sizes": [20, 50], "reps": 1, "threads_n": 50, "threads_of": "ours"},
     },
 }
 
 BACKENDS = ("asyncio", "trio")
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
 
 
 # --- worker side ----------------------------------------------------------------
@@ -100,6 +102,14 @@ def worker_main(kind: str, cfg: dict, out: str) -> None:
         import w5_popen
 
         result = w5_popen.run(cfg)
+    elif kind == "w6-timing":
+        import w6_async_spawn
+
+        result = w6_async_spawn.run_timing(cfg)
+    elif kind == "w6-threads":
+        import w6_async_spawn
+
+        result = w6_async_spawn.run_threads(cfg)
     else:
         raise SystemExit(f"unknown worker kind {kind!r}")
     Path(out).write_text(json.dumps(result))
@@ -192,9 +202,10 @@ def machine() -> dict:
     from importlib.metadata import version
 
     import anyio  # noqa: F401
-    import pidfd
     import psutil
     import trio
+
+    import pidfd
 
     return {
         "nproc": os.cpu_count(),
@@ -231,6 +242,8 @@ def collect(sizes: dict, only: tuple[str, ...] = WORKLOADS) -> dict:
     if "w5" in only:
         stage("W5: sync spawn+wait, pidfd.Popen vs subprocess ...")
         res["w5"] = run_worker("w5", sizes["w5"])
+    if "w6" in only:
+        collect_w6(sizes, res, stage)
     stage("done")
     return res
 
@@ -261,6 +274,40 @@ def collect_w2(sizes: dict, res: dict, stage: Any) -> None:
         "timing": timing,
         "memory": memory,
         "memory_n": max(w2["sizes"]),
+    }
+
+
+def collect_w6(sizes: dict, res: dict, stage: Any) -> None:
+    w6 = sizes["w6"]
+    stage(f"W6: async run_process with pipes, N={w6['sizes']}, timing ...")
+    import w6_async_spawn
+
+    peer_names = {b: list(w6_async_spawn.peers(b)) for b in BACKENDS}
+    timing: dict[str, list] = {b: [] for b in BACKENDS}
+    for rep in range(w6["reps"]):
+        for backend in BACKENDS:
+            timing[backend].append(
+                run_worker("w6-timing", {"backend": backend, "sizes": w6["sizes"], "rotation": rep})
+            )
+    stage(f"W6: peak threads, N={w6['threads_n']} ...")
+    # One fresh interpreter per peer (--quick: ours only, to stay quick).
+    threads = {
+        b: {
+            p: run_worker("w6-threads", {"backend": b, "peer": p, "n": w6["threads_n"]})[
+                "peak_threads"
+            ]
+            if w6["threads_of"] == "all" or p == w6_async_spawn.OURS
+            else None
+            for p in peer_names[b]
+        }
+        for b in BACKENDS
+    }
+    res["w6"] = {
+        "sizes": w6["sizes"],
+        "threads_n": w6["threads_n"],
+        "peers": peer_names,
+        "timing": timing,
+        "threads": threads,
     }
 
 
@@ -346,20 +393,62 @@ def analyse(raw: dict) -> dict:
             a4[backend]["ours_minus_floor_rss_mib"] = S(
                 [
                     (o["rss_growth_kib"] - f["rss_growth_kib"]) / 1024
-                    for o, f in zip(runs["ours"], runs["floor"])
+                    for o, f in zip(runs["ours"], runs["floor"], strict=True)
                 ]
             )
             a4[backend]["ours_to_floor_reap_time"] = S(
                 [
                     o["kill_to_reaped_s"] / f["kill_to_reaped_s"]
-                    for o, f in zip(runs["ours"], runs["floor"])
+                    for o, f in zip(runs["ours"], runs["floor"], strict=True)
                 ]
             )
         out["w4"] = a4
     if "w5" in raw:
         out["w5"] = raw["w5"]
+    if "w6" in raw:
+        out["w6"] = analyse_w6(raw["w6"])
     out["targets"] = targets(out)
     return out
+
+
+def analyse_w6(w6: dict) -> dict:
+    import w6_async_spawn
+
+    a6: dict[str, Any] = {
+        "sizes": w6["sizes"],
+        "threads_n": w6["threads_n"],
+        "ours": w6_async_spawn.OURS,
+        "floor": w6_async_spawn.FLOOR,
+    }
+    for backend in BACKENDS:
+        rivals = w6_async_spawn.rivals(backend)
+        per_n = {}
+        for n in map(str, w6["sizes"]):
+            runs = [t[n] for t in w6["timing"][backend]]
+            per_peer = {}
+            for peer in w6["peers"][backend]:
+
+                def ratio(key: str, ref: Any, peer: str = peer, runs: list = runs) -> dict:
+                    return S([r[peer][key] / ref(r, key) for r in runs])
+
+                def fastest(r: dict, key: str, rivals: list = rivals) -> float:
+                    return min(r[p][key] for p in rivals)
+
+                def floor(r: dict, key: str) -> float:
+                    return r[w6_async_spawn.FLOOR][key]
+
+                per_peer[peer] = {
+                    "seconds": S([r[peer]["seconds"] for r in runs]),
+                    "cpu_us_per_child": S([r[peer]["cpu_us_per_child"] for r in runs]),
+                    "wall_to_fastest_peer": ratio("seconds", fastest),
+                    "cpu_to_fastest_peer": ratio("cpu_us_per_child", fastest),
+                    "wall_to_floor": ratio("seconds", floor),
+                    "cpu_to_floor": ratio("cpu_us_per_child", floor),
+                    "peak_threads": w6["threads"][backend][peer],
+                }
+            per_n[n] = per_peer
+        a6[backend] = {"rivals": rivals, "by_n": per_n}
+    return a6
 
 
 def targets(a: dict) -> list[dict]:
@@ -434,7 +523,7 @@ def targets(a: dict) -> list[dict]:
 
         def paired(mine: str, base: str) -> dict:
             # Per round: both samples were taken back to back.
-            return S([x / y for x, y in zip(samples[mine], samples[base])])
+            return S([x / y for x, y in zip(samples[mine], samples[base], strict=True)])
 
         pairs = [("sync", "ours sync PidFd.wait", "blocking os.waitid")] + [
             (b, f"{b}: ours AsyncPidFd.wait", f"{b}: floor") for b in BACKENDS
@@ -475,7 +564,28 @@ def targets(a: dict) -> list[dict]:
             )
     if "w5" in a:
         targets_w5(a["w5"], add)
+    if "w6" in a:
+        targets_w6(a["w6"], add)
     return t
+
+
+def targets_w6(w6: dict, add: Any) -> None:
+    ours = w6["ours"]
+    for backend in BACKENDS:
+        b = w6[backend]
+        for key, what in (("wall_to_fastest_peer", "wall"), ("cpu_to_fastest_peer", "parent CPU")):
+            ratios = {n: b["by_n"][str(n)][ours][key]["median"] for n in w6["sizes"]}
+            add(
+                f"W6 {backend}: ours <= 1.0x the fastest of {', '.join(b['rivals'])} ({what})",
+                all(r <= 1.0 for r in ratios.values()),
+                ", ".join(f"N={n}: {r:.3f}x" for n, r in ratios.items()),
+            )
+        thr = b["by_n"][str(w6["sizes"][-1])][ours]["peak_threads"]
+        add(
+            f"W6 {backend}: ours uses one OS thread ({w6['threads_n']} at once)",
+            thr == 1,
+            f"peak threads {thr}",
+        )
 
 
 def targets_w5(w5: dict, add: Any) -> None:
@@ -488,7 +598,13 @@ def targets_w5(w5: dict, add: Any) -> None:
                 wall = per_peer[peer]["wall_ratio_to_ref"]["median"]
                 cpu = per_peer[peer]["cpu_ratio_to_ref"]["median"]
                 ok &= wall <= 1.05 and cpu <= 1.05
-                parts.append(f"{mode} N={n}: wall {wall:.3f}x, CPU {cpu:.3f}x")
+                # What the pidfd alone costs the stock class, for reading
+                # the miss: a target below it needs a cheaper kernel.
+                tax = per_peer[w5_popen.TAX]["cpu_ratio"]["median"]
+                parts.append(
+                    f"{mode} N={n}: wall {wall:.3f}x, CPU {cpu:.3f}x"
+                    f" (stock + a pidfd alone: CPU {tax:.3f}x)"
+                )
         add(f"W5 {peer} <= 1.05x {ref} (wall and parent CPU per child)", ok, "; ".join(parts))
     t = w5["timeout_cpu_s"]
     r = w5["timeout_cpu_ratio"]
@@ -598,6 +714,8 @@ def report(a: dict, meta: dict) -> str:
 
     if "w5" in a:
         report_w5(a["w5"], L)
+    if "w6" in a:
+        report_w6(a["w6"], L)
 
     L.append("### Targets")
     L.append("")
@@ -633,6 +751,33 @@ def report_w5(w5: dict, L: list[str]) -> None:
     for cls, v in t.items():
         L.append(f"| {cls} | {v['median'] * 1e3:.2f} ({v['min'] * 1e3:.2f}-{v['max'] * 1e3:.2f}) |")
     L.append("")
+
+
+def report_w6(w6: dict, L: list[str]) -> None:
+    for backend in BACKENDS:
+        b = w6[backend]
+        L.append(
+            f"### W6: N concurrent `run_process(['/bin/true'])`, stdout+stderr captured, "
+            f"on {backend} (x fastest: ratio to the fastest of {', '.join(b['rivals'])} "
+            f"in the same repetition)"
+        )
+        L.append("")
+        L.append(
+            "| peer | N | wall s | x fastest | x floor | parent CPU µs/child | x fastest | "
+            f"x floor | peak threads (N={w6['threads_n']}) |"
+        )
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for peer in b["by_n"][str(w6["sizes"][0])]:
+            for n in w6["sizes"]:
+                m = b["by_n"][str(n)][peer]
+                L.append(
+                    f"| {peer} | {n} | {fmt(m['seconds'], '.3f')} | "
+                    f"{fmt(m['wall_to_fastest_peer'])} | {fmt(m['wall_to_floor'])} | "
+                    f"{fmt(m['cpu_us_per_child'], '.0f')} | {fmt(m['cpu_to_fastest_peer'])} | "
+                    f"{fmt(m['cpu_to_floor'])} | "
+                    f"{'-' if m['peak_threads'] is None else m['peak_threads']} |"
+                )
+        L.append("")
 
 
 def plot(a: dict, meta: dict, path: Path) -> None:

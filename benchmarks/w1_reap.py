@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import _util
 import psutil
+
 from pidfd import PidFd
 
 
@@ -113,6 +114,7 @@ def run(cfg: dict) -> dict:
                 for a, b in zip(
                     per_reap["ours PidFd wait+close, status+rusage read"],
                     per_reap["stdlib pidfd_open+waitid+close"],
+                    strict=True,
                 )
             ]
         ),

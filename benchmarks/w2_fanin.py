@@ -22,11 +22,13 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import _util
 import anyio
 import trio
+
 from pidfd import AsyncPidFd
 
 Peak = list  # one-element list holding the highest thread count seen

@@ -22,13 +22,15 @@ import asyncio
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import _util
 import anyio
 import psutil
 import trio
 import w2_fanin
+
 from pidfd import AsyncPidFd, PidFd
 
 CHILD = (

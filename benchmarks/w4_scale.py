@@ -16,6 +16,7 @@ import time
 
 import _util
 import anyio
+
 from pidfd import AsyncPidFd
 
 # A bound on how long a child could outlive a benchmark that was killed

@@ -1,13 +1,16 @@
 """W5: sync spawn + wait of short children, ``pidfd.Popen`` against ``subprocess``.
 
 Each repetition spawns N ``/bin/true`` children one after the other and
-waits for each, per peer, with and without ``stdout=PIPE``; the whole loop
-is timed (wall: ``perf_counter``; parent CPU: ``getrusage(RUSAGE_SELF)``
-user+sys, which excludes the children). Peers run in a rotated order each
-repetition, and each figure becomes a ratio to ``subprocess.Popen`` + wait
-from that same repetition.
+waits for each, per peer, with and without ``stdout=PIPE``, timed (wall:
+``perf_counter``; parent CPU: ``getrusage(RUSAGE_SELF)`` user+sys, which
+excludes the children). The peers take turns 20 children at a time, in a
+rotating order, so that load from elsewhere on the machine falls on all of
+them alike; each figure becomes a ratio to ``subprocess.Popen`` + wait from
+that same repetition.
 
-Peers: ``subprocess.Popen`` + ``wait()`` (the baseline), ``subprocess.run``,
+Peers: ``subprocess.Popen`` + ``wait()`` (the baseline), the same class
+holding a pidfd from spawn to reap and doing nothing with it (what any
+pidfd-based Popen pays for the pidfd alone), ``subprocess.run``,
 ours ``pidfd.Popen`` + ``wait()`` and ``pidfd.run``, and the floor:
 ``os.posix_spawn`` + ``PidFd.from_pid`` + ``wait()`` + ``close()`` (no
 CPython spawning machinery at all). With ``stdout=PIPE`` the Popen peers
@@ -21,13 +24,15 @@ ending in ``TimeoutExpired``), ``subprocess.Popen`` against ``pidfd.Popen``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import _util
+
 import pidfd
 from pidfd import PidFd
 
@@ -36,6 +41,10 @@ STOCK_RUN = "subprocess.run"
 OURS = "ours pidfd.Popen+wait"
 OURS_RUN = "ours pidfd.run"
 FLOOR = "floor: posix_spawn+PidFd"
+TAX = "ref: subprocess.Popen + a pidfd"
+
+# Children per turn: the peers alternate this many children at a time.
+CHUNK = 20
 
 TIMEOUT_WAITS = 100
 TIMEOUT_EACH = 0.01
@@ -107,9 +116,31 @@ def _floor(pipe: bool) -> Callable[[list[str]], None]:
     return one
 
 
+class _PopenHoldingAPidfd(subprocess.Popen):
+    """The stock class, plus only a pidfd held from spawn until the reap.
+
+    What any pidfd-based Popen pays before doing anything with the pidfd:
+    opening it, the kernel's work for a process that has one when it exits
+    and is reaped, and closing it. Measured here so that ours can be read
+    against it as well as against the stock class.
+    """
+
+    def _execute_child(self, *args: object, **kwargs: object) -> None:
+        super()._execute_child(*args, **kwargs)  # type: ignore[misc]
+        self._held = PidFd.from_pid(self.pid)
+
+    def _wait(self, timeout: float | None) -> int:
+        try:
+            return super()._wait(timeout)  # type: ignore[misc, no-any-return]
+        finally:
+            if self.returncode is not None:
+                self._held.close()
+
+
 def peers(pipe: bool) -> dict[str, Callable[[list[str]], None]]:
     return {
         BASELINE: _popen(subprocess.Popen, pipe),
+        TAX: _popen(_PopenHoldingAPidfd, pipe),
         STOCK_RUN: _run(subprocess.run, pipe),
         OURS: _popen(pidfd.Popen, pipe),
         OURS_RUN: _run(pidfd.run, pipe),
@@ -124,10 +155,8 @@ def timeout_cpu(cls: type[subprocess.Popen]) -> float:
     try:
         cpu = _cpu()
         for _ in range(TIMEOUT_WAITS):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=TIMEOUT_EACH)
-            except subprocess.TimeoutExpired:
-                pass
         return _cpu() - cpu
     finally:
         p.kill()
@@ -144,7 +173,7 @@ def run(cfg: dict) -> dict:
     raw: dict = {m: {str(n): {p: [] for p in names} for n in sizes} for m in modes}
     timeouts: dict[str, list[float]] = {"subprocess.Popen": [], "pidfd.Popen": []}
     try:
-        for mode, pipe in modes.items():
+        for pipe in modes.values():
             for fn in peers(pipe).values():  # warm every path up, untimed
                 for _ in range(20):
                     fn(argv)
@@ -152,14 +181,25 @@ def run(cfg: dict) -> dict:
             for mode, pipe in modes.items():
                 fns = peers(pipe)
                 for n in sizes:
-                    for name in _util.rotate(names, rep):
-                        fn = fns[name]
-                        cpu0, t0 = _cpu(), time.perf_counter()
-                        for _ in range(n):
-                            fn(argv)
-                        wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+                    # The peers take turns CHUNK children at a time (in a
+                    # rotating order), so that a load change on a shared
+                    # machine falls on all of them alike instead of on
+                    # whichever peer ran its N children while it lasted.
+                    wall = dict.fromkeys(names, 0.0)
+                    cpu = dict.fromkeys(names, 0.0)
+                    chunk = min(CHUNK, n)
+                    for turn in range(n // chunk):
+                        for name in _util.rotate(names, rep + turn):
+                            fn = fns[name]
+                            cpu0, t0 = _cpu(), time.perf_counter()
+                            for _ in range(chunk):
+                                fn(argv)
+                            wall[name] += time.perf_counter() - t0
+                            cpu[name] += _cpu() - cpu0
+                    done = chunk * (n // chunk)
+                    for name in names:
                         raw[mode][str(n)][name].append(
-                            {"wall_us": wall / n * 1e6, "cpu_us": cpu / n * 1e6}
+                            {"wall_us": wall[name] / done * 1e6, "cpu_us": cpu[name] / done * 1e6}
                         )
             for label, cls in _util.rotate(
                 [("subprocess.Popen", subprocess.Popen), ("pidfd.Popen", pidfd.Popen)], rep
@@ -183,17 +223,23 @@ def run(cfg: dict) -> dict:
                 per_peer[name] = {
                     "wall_us": S([r["wall_us"] for r in runs]),
                     "cpu_us": S([r["cpu_us"] for r in runs]),
-                    "wall_ratio": S([r["wall_us"] / b["wall_us"] for r, b in zip(runs, base)]),
-                    "cpu_ratio": S([r["cpu_us"] / b["cpu_us"] for r, b in zip(runs, base)]),
-                    "wall_ratio_to_ref": S(
-                        [r["wall_us"] / b["wall_us"] for r, b in zip(runs, ref)]
+                    "wall_ratio": S(
+                        [r["wall_us"] / b["wall_us"] for r, b in zip(runs, base, strict=True)]
                     ),
-                    "cpu_ratio_to_ref": S([r["cpu_us"] / b["cpu_us"] for r, b in zip(runs, ref)]),
+                    "cpu_ratio": S(
+                        [r["cpu_us"] / b["cpu_us"] for r, b in zip(runs, base, strict=True)]
+                    ),
+                    "wall_ratio_to_ref": S(
+                        [r["wall_us"] / b["wall_us"] for r, b in zip(runs, ref, strict=True)]
+                    ),
+                    "cpu_ratio_to_ref": S(
+                        [r["cpu_us"] / b["cpu_us"] for r, b in zip(runs, ref, strict=True)]
+                    ),
                 }
             out["modes"][mode][n] = per_peer
     out["timeout_waits"] = {"count": TIMEOUT_WAITS, "each_s": TIMEOUT_EACH}
     out["timeout_cpu_s"] = {k: S(v) for k, v in timeouts.items()}
     out["timeout_cpu_ratio"] = S(
-        [o / s for o, s in zip(timeouts["pidfd.Popen"], timeouts["subprocess.Popen"])]
+        [o / s for o, s in zip(timeouts["pidfd.Popen"], timeouts["subprocess.Popen"], strict=True)]
     )
     return out

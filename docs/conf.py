@@ -34,6 +34,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.intersphinx",
     "pidfd_reference",
+    "pidfd_nowrap",
 ]
 
 source_suffix = {".md": "markdown"}
@@ -57,10 +58,15 @@ autodoc_type_aliases: dict[str, str] = {}
 # vocabulary rather than things to link to.
 nitpick_ignore = [
     # wait_any's type variable (bound to PidFd | AsyncPidFd; private).
-    ("py:class", "pidfd._Handle"),
+    ("py:class", "pidfd._waitany._Handle"),
     ("py:class", "Self"),
     ("py:class", "HasFileno"),
     ("py:class", "_typeshed.HasFileno"),
+    # Private aliases in Popen's and run()'s overloads, restated from
+    # typeshed (what a command or a path may be, a return type variable).
+    ("py:class", "_Cmd"),
+    ("py:class", "StrOrBytesPath"),
+    ("py:class", "_T"),
 ]
 python_use_unqualified_type_names = True
 
@@ -71,7 +77,10 @@ python_use_unqualified_type_names = True
 # the objects.inv format uncompressed); they are packed into objects.inv files
 # here. A reference to a name missing from them fails the nitpicky build: add
 # a line.
-_INVENTORIES = {"python": "https://docs.python.org/3"}
+_INVENTORIES = {
+    "python": "https://docs.python.org/3",
+    "anyio": "https://anyio.readthedocs.io/en/stable",
+}
 _inv_dir = Path(tempfile.mkdtemp(prefix="pidfd-docs-inv-"))
 
 
@@ -101,7 +110,6 @@ intersphinx_mapping = {name: (url, _pack_inventory(name)) for name, url in _INVE
 # strict build on a missing document). Once every page below is on main,
 # delete this list and the _drop_pending_pages hook.
 PENDING_PAGES = {
-    "cli",
     "kernels",
     "guarantees-interpreters",
     "howto/replace-popen",

@@ -3,6 +3,7 @@
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyBool;
 
 pub(crate) fn check_pid(pid: i64) -> PyResult<libc::pid_t> {
     if pid <= 0 {
@@ -46,7 +47,7 @@ pub(crate) fn check_signal(sig: i64) -> PyResult<libc::c_int> {
 /// Python ints only (anything with `__index__`): no floats, strings or
 /// bools, which would otherwise hide a caller's bug.
 pub(crate) fn extract_int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
-    if obj.is_instance_of::<pyo3::types::PyBool>() {
+    if obj.is_instance_of::<PyBool>() {
         return Err(PyTypeError::new_err(format!(
             "{name} must be an int, not bool"
         )));
@@ -55,11 +56,41 @@ pub(crate) fn extract_int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
         if e.is_instance_of::<PyOverflowError>(obj.py()) {
             PyOverflowError::new_err(format!("{name} {obj} is out of range"))
         } else {
-            let tname = obj
-                .get_type()
-                .name()
-                .map_or_else(|_| "?".into(), |n| n.to_string());
-            PyTypeError::new_err(format!("{name} must be an int, not {tname}"))
+            PyTypeError::new_err(format!("{name} must be an int, not {}", type_name(obj)))
         }
     })
+}
+
+/// A flag: `True` or `False` only, as the signature promises (an int here is
+/// more often a misplaced positional argument than a deliberate truth value).
+pub(crate) fn extract_bool(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
+    obj.cast::<PyBool>()
+        .map(PyBoolMethods::is_true)
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{name} must be True or False, not {} ({obj:.40})",
+                type_name(obj)
+            ))
+        })
+}
+
+/// A timeout in seconds: `None` for no limit, or any real number (int or
+/// float); the error names the parameter, which PyO3's own does not.
+pub(crate) fn extract_timeout(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
+    match obj {
+        None => Ok(None),
+        Some(obj) if obj.is_none() => Ok(None),
+        Some(obj) => obj.extract::<f64>().map(Some).map_err(|_| {
+            PyTypeError::new_err(format!(
+                "timeout must be a number of seconds (int or float) or None, not {}",
+                type_name(obj)
+            ))
+        }),
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "?".into(), |n| n.to_string())
 }

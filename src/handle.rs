@@ -1,17 +1,18 @@
 //! `PidFd`: the race-free handle on one process (or one thread).
 
+use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyResourceWarning, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::args::{check_fd, check_pid, check_signal, extract_int};
+use crate::args::{check_fd, check_pid, check_signal, extract_bool, extract_int, extract_timeout};
 use crate::errors::{closed, from_io, needs_kernel, os_error};
 use crate::info::ProcessInfo;
-use crate::kernel::{kernel_has_pidfd_thread, kernel_version};
+use crate::kernel::{kernel_has_pidfd_thread, kernel_version, no_such_ioctl};
 use crate::results::{ExitInfo, ExitStatus};
 use crate::status::{self, Exit};
 use crate::sys::{self, ChildInfo};
@@ -170,7 +171,9 @@ impl PidFd {
     fn parent(&self, fd: &OwnedFd) -> Option<libc::pid_t> {
         match sys::pidfd_get_info(fd.as_fd(), sys::PIDFD_INFO_PID) {
             Ok(info) => (info.mask & sys::PIDFD_INFO_PID != 0).then_some(info.ppid as libc::pid_t),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+            // No PIDFD_GET_INFO: before 6.11 the pidfd has no ioctls
+            // (ENOTTY); 6.11 and 6.12 answer an unknown one with EINVAL.
+            Err(e) if no_such_ioctl(&e) => {
                 let parent = sys::proc_ppid(self.pid)?;
                 sys::pidfd_send_signal(fd.as_fd(), 0, 0).ok()?;
                 Some(parent)
@@ -247,10 +250,46 @@ impl PidFd {
                 ExitState::Settled(Some(Exit(info.exit_code)))
             }
             // No PIDFD_INFO_EXIT in this kernel: the status cannot be learned.
-            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => ExitState::Settled(None),
+            Err(e) if no_such_ioctl(&e) => ExitState::Settled(None),
             _ if kernel_version() < (6, 15) || reaped => ExitState::Settled(None),
             _ => ExitState::Pending,
         }
+    }
+}
+
+/// An unclosed handle warns when collected, as an unclosed file does, so
+/// that a leaked fd shows up under `-W error` or `python -X dev`.
+// In Rust rather than a Python `__del__`: `PidFd` is a native class, and
+// only its own `Drop` sees every handle, including those created by
+// `from_fd`/`from_socket_peer` and those held inside `AsyncPidFd`, `Popen`
+// and `Process`. The fd is closed either way (`OwnedFd` closes on drop).
+impl Drop for PidFd {
+    fn drop(&mut self) {
+        let open = self
+            .fd
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(fd) = open else { return };
+        let message = format!(
+            "unclosed PidFd (pid {}, fd {}); close it with close() or a with block",
+            self.pid,
+            fd.as_raw_fd()
+        );
+        drop(fd);
+        // `None` while the interpreter is finalizing: nothing to warn then.
+        Python::try_attach(|py| {
+            let category = py.get_type::<PyResourceWarning>();
+            let Ok(message) = CString::new(message) else {
+                return;
+            };
+            // An error here is the warning turned into one (`-W error`);
+            // a destructor cannot raise, so report it as CPython does for
+            // an unclosed file.
+            if let Err(e) = PyErr::warn(py, category.as_any(), &message, 1) {
+                e.write_unraisable(py, None);
+            }
+        });
     }
 }
 
@@ -262,9 +301,12 @@ impl PidFd {
     /// is not reused until it is reaped. With `thread=True` (Linux ≥ 6.9),
     /// `pid` is a thread id and the handle refers to that one thread.
     #[staticmethod]
-    #[pyo3(signature = (pid, *, thread = false))]
-    fn from_pid(pid: &Bound<'_, PyAny>, thread: bool) -> PyResult<Self> {
+    // `thread` is taken as any object so that a non-bool gets an error
+    // naming it; the signature users see keeps the real default.
+    #[pyo3(signature = (pid, *, thread = None), text_signature = "(pid, *, thread=False)")]
+    fn from_pid(pid: &Bound<'_, PyAny>, thread: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let pid = extract_int(pid, "pid")?;
+        let thread = thread.map_or(Ok(false), |t| extract_bool(t, "thread"))?;
         let pid = check_pid(pid)?;
         let flags = if thread { sys::PIDFD_THREAD } else { 0 };
         match sys::pidfd_open(pid, flags) {
@@ -285,7 +327,9 @@ impl PidFd {
                     format!("{pid} is not a thread id visible to this process"),
                 ),
                 // A thread that is not its group's leader: older kernels say
-                // EINVAL, recent ones (6.18 at least) ENOENT.
+                // EINVAL, recent ones (6.18 at least) ENOENT. Anything else
+                // with EINVAL is a process caught between exit and reap (it
+                // has no thread group left): as good as gone, so ESRCH.
                 Some(errno @ (libc::EINVAL | libc::ENOENT)) if !thread => match sys::proc_tgid(pid)
                 {
                     Some(tgid) if tgid != pid => os_error(
@@ -293,6 +337,13 @@ impl PidFd {
                         format!(
                             "pid {pid} is a thread of process {tgid}, not a process; pass \
                              {tgid}, or thread=True for a handle on the thread"
+                        ),
+                    ),
+                    _ if errno == libc::EINVAL => os_error(
+                        libc::ESRCH,
+                        format!(
+                            "no process with pid {pid}: it is exiting and being reaped, so no \
+                             pidfd can be opened on it"
                         ),
                     ),
                     _ => from_io(&e, format_args!("pidfd_open({pid})")),
@@ -366,7 +417,10 @@ impl PidFd {
                 libc::ENODATA,
                 format!("fd {raw} has no peer process: it must be a connected AF_UNIX socket"),
             ),
-            Some(libc::ESRCH) => os_error(
+            // A peer that exited and was reaped: ESRCH on recent kernels;
+            // 6.5 to 6.12 at least answer EINVAL (no thread group left to
+            // open a pidfd on), and the socket and option are valid here.
+            Some(libc::ESRCH | libc::EINVAL) => os_error(
                 libc::ESRCH,
                 format!("the peer of socket fd {raw} has already exited and been reaped"),
             ),
@@ -429,9 +483,10 @@ impl PidFd {
         );
     }
 
-    /// Return the handle itself.
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
+    /// Return the handle itself; `ValueError` if it is closed.
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().fd()?;
+        Ok(slf)
     }
 
     /// Close the handle; an exception in the `with` body propagates.
@@ -460,7 +515,8 @@ impl PidFd {
     /// interrupts it with that exception and leaves the child unreaped; so
     /// does `TimeoutError` when `timeout` seconds pass.
     #[pyo3(signature = (timeout = None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<ExitInfo>> {
+    fn wait(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<ExitInfo>> {
+        let timeout = extract_timeout(timeout)?;
         let deadline = Deadline::from_timeout(timeout)?;
         self.refuse_thread("wait()")?;
         let fd = self.fd()?;
@@ -533,7 +589,12 @@ impl PidFd {
     /// `PIDFD_INFO_EXIT` (Linux ≥ 6.15) once it has been reaped. Returns
     /// `None` where the status cannot be known; never a made-up value.
     #[pyo3(signature = (timeout = None))]
-    fn wait_exit(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<ExitStatus>> {
+    fn wait_exit(
+        &self,
+        py: Python<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<ExitStatus>> {
+        let timeout = extract_timeout(timeout)?;
         let deadline = Deadline::from_timeout(timeout)?;
         let fd = self.fd()?;
         if !poll_until(py, &mut [pollfd(&fd, libc::POLLIN)], deadline)? {
@@ -561,9 +622,7 @@ impl PidFd {
             | sys::PIDFD_INFO_CGROUPID
             | sys::PIDFD_INFO_EXIT;
         let info = sys::pidfd_get_info(fd.as_fd(), want).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTTY | libc::EINVAL) => {
-                needs_kernel("PidFd.info() (PIDFD_GET_INFO)", "6.13")
-            }
+            _ if no_such_ioctl(&e) => needs_kernel("PidFd.info() (PIDFD_GET_INFO)", "6.13"),
             Some(libc::ESRCH) => os_error(
                 libc::ESRCH,
                 format!(
@@ -618,6 +677,11 @@ impl PidFd {
                          or CAP_SYS_PTRACE)"
                     ),
                 ),
+                // An exited process has closed all its fds: 5.10 says EBADF
+                // where later kernels say ESRCH, so ask which it is.
+                Some(libc::EBADF) if has_exited(&pidfd).unwrap_or(false) => {
+                    os_error(libc::ESRCH, format!("pid {pid} has exited"))
+                }
                 Some(libc::EBADF) => {
                     os_error(libc::EBADF, format!("pid {pid} has no open fd {target}"))
                 }

@@ -25,3 +25,10 @@ pub(crate) fn kernel_has_pidfd_thread() -> bool {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL)
     )
 }
+
+/// Whether a pidfd ioctl failed because the kernel does not know it: before
+/// 6.11 a pidfd has no ioctls at all (`ENOTTY`); 6.11 and 6.12 have some and
+/// answer an unknown request with `EINVAL` (measured on Debian's 6.12).
+pub(crate) fn no_such_ioctl(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL))
+}

@@ -11,6 +11,7 @@
 //! - `results.rs`: `ExitInfo` and `ExitStatus`;
 //! - `info.rs`: `ProcessInfo`;
 //! - `wait_any.rs`: `wait_any()`;
+//! - `subreaper.rs`: the `PR_SET_CHILD_SUBREAPER` switch;
 //! - this file: the module itself.
 
 #[cfg(not(target_os = "linux"))]
@@ -26,6 +27,7 @@ mod info;
 mod kernel;
 mod results;
 pub mod status;
+mod subreaper;
 pub mod sys;
 mod wait;
 mod wait_any;
@@ -52,6 +54,8 @@ use crate::results::{ExitInfo, ExitStatus};
 // docs/guarantees-interpreters.md.
 #[pymodule(gil_used = false)]
 mod _native {
+    #[pymodule_export]
+    use super::subreaper::{_child_subreaper, _set_child_subreaper};
     #[pymodule_export]
     use super::{ExitInfo, ExitStatus, PidFd, ProcessInfo, wait_any::wait_any};
 

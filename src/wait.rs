@@ -128,7 +128,17 @@ pub(crate) fn has_been_reaped(fd: &OwnedFd) -> bool {
 
 pub(crate) fn timeout_error(pid: libc::pid_t, timeout: Option<f64>) -> PyErr {
     PyTimeoutError::new_err(format!(
-        "pid {pid} was still running after the {}s timeout; it has not been reaped",
-        timeout.unwrap_or(0.0).max(0.0)
+        "pid {pid} was still running {}; it has not been reaped",
+        timeout_phrase(timeout)
     ))
+}
+
+/// "after the 1.5s timeout", or for zero and negative timeouts, which check
+/// once without waiting, a phrase that does not claim a wait took place.
+pub(crate) fn timeout_phrase(timeout: Option<f64>) -> String {
+    match timeout {
+        Some(secs) if secs > 0.0 => format!("after the {secs}s timeout"),
+        Some(secs) => format!("when checked (timeout={secs} checks once, without waiting)"),
+        None => "when checked".to_owned(),
+    }
 }

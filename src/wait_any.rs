@@ -7,8 +7,9 @@ use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use crate::args::extract_timeout;
 use crate::handle::PidFd;
-use crate::wait::{Deadline, poll_until, pollfd};
+use crate::wait::{Deadline, poll_until, pollfd, timeout_phrase};
 
 /// Wait until at least one handle's process has exited and return those that
 /// have, in the order given; one `poll(2)` over all of them, no threads.
@@ -17,8 +18,9 @@ use crate::wait::{Deadline, poll_until, pollfd};
 pub(crate) fn wait_any(
     py: Python<'_>,
     handles: &Bound<'_, PyAny>,
-    timeout: Option<f64>,
+    timeout: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyList>> {
+    let timeout = extract_timeout(timeout)?;
     let deadline = Deadline::from_timeout(timeout)?;
     let mut items = Vec::new();
     for item in handles.try_iter()? {
@@ -54,9 +56,9 @@ pub(crate) fn wait_any(
         .collect();
     if !poll_until(py, &mut fds, deadline)? {
         return Err(PyTimeoutError::new_err(format!(
-            "none of the {} processes exited within the {}s timeout",
+            "none of the {} processes had exited {}",
             items.len(),
-            timeout.unwrap_or(0.0).max(0.0)
+            timeout_phrase(timeout)
         )));
     }
     let done = PyList::empty(py);

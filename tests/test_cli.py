@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from pidfd import PidFd
 from pidfd._cli import main
 from pidfd._native import _REAP_GRACE
 
@@ -812,3 +813,97 @@ def test_info_missing_pid() -> None:
     result = cli("info", str(missing_pid()))
     assert result.returncode == 1
     assert "no such process" in result.stderr
+
+
+# ------------------------------------------------------------- --kill-tree
+
+# The command leaves three descendants behind and prints their pids on
+# stderr: a daemon that left its group and session (setsid), a plain
+# background job, and (with IGNORING) one that ignores SIGTERM.
+LEAVES = "setsid sleep 60 & echo $! >&2; sleep 60 & echo $! >&2"
+# The shell ignores SIGTERM before it forks, so the job inherits that from birth.
+IGNORING = "trap '' TERM; sleep 60 & echo $! >&2"
+
+
+def _pids(stderr: str) -> list[int]:
+    return [int(word) for word in stderr.split() if word.isdigit()]
+
+
+def _ended(pid: int) -> bool:
+    # Reaped by pidfd run: gone from /proc (a zombie would still be listed).
+    return not Path(f"/proc/{pid}").exists()
+
+
+def test_run_kill_tree_ends_and_reaps_every_descendant() -> None:
+    result = cli("run", "--kill-tree", "--json", "--", "sh", "-c", LEAVES)
+    assert result.returncode == 0, result.stderr
+    left = _pids(result.stderr)
+    assert len(left) == 2
+    tree = json.loads(result.stdout)["kill_tree"]
+    assert tree["left"] == 2 and tree["sigterm"] == 2, tree
+    assert sorted(e["pid"] for e in tree["ended"]) == sorted(left)
+    assert all(e["signal_sent"] == "SIGTERM" for e in tree["ended"])
+    assert all(_ended(pid) for pid in left)
+
+
+def test_run_kill_tree_kills_what_ignores_sigterm_after_kill_after() -> None:
+    result = cli("run", "--kill-tree", "--kill-after", "0.3s", "--json", "--", "sh", "-c", IGNORING)
+    assert result.returncode == 0, result.stderr
+    (pid,) = _pids(result.stderr)
+    tree = json.loads(result.stdout)["kill_tree"]
+    assert tree["sigkill"] == 1 and tree["left"] == 1, tree
+    assert tree["ended"][0]["signal_name"] == "SIGKILL"
+    assert _ended(pid)
+
+
+def test_run_kill_tree_on_timeout() -> None:
+    result = cli(
+        "run", "--kill-tree", "--timeout", "0.5", "--json", "--",
+        "sh", "-c", "setsid sleep 60 & echo $! >&2; exec sleep 60",
+    )  # fmt: skip
+    assert result.returncode == 124, result.stderr
+    (pid,) = _pids(result.stderr)
+    report = json.loads(result.stdout)
+    assert report["timed_out"] is True
+    assert report["kill_tree"]["left"] == 1 and report["kill_tree"]["sigterm"] == 1
+    assert _ended(pid)
+
+
+def test_run_kill_tree_text_report_counts_them() -> None:
+    result = cli(
+        "run", "--kill-tree", "--kill-after", "0.3", "--", "sh", "-c", LEAVES + "; " + IGNORING
+    )
+    assert result.returncode == 0, result.stderr
+    assert "descendants left behind:   3 (2 ended by SIGTERM, 1 killed by SIGKILL)" in result.stderr
+    assert all(_ended(pid) for pid in _pids(result.stderr.split("pidfd:")[0]))
+
+
+def test_run_without_kill_tree_leaves_them() -> None:
+    # Its output away from our pipes, which it would otherwise hold open.
+    script = "setsid sleep 60 >/dev/null 2>&1 & echo $! >&2"
+    result = cli("run", "--json", "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    (pid,) = _pids(result.stderr)
+    assert json.loads(result.stdout)["kill_tree"] is None
+    try:
+        assert not _ended(pid)  # the daemon lives on: what --kill-tree is for
+    finally:
+        with contextlib.suppress(ProcessLookupError), PidFd.from_pid(pid) as daemon:
+            daemon.kill()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("2.5", 2.5), ("10s", 10.0), ("1m", 60.0), ("2h", 7200.0), ("1d", 86400.0)],
+)
+def test_durations_as_timeout_takes_them(text: str, seconds: float) -> None:
+    from pidfd._cli import _seconds
+
+    assert _seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["5x", "m", "-1s", "inf", ""])
+def test_bad_durations_are_usage_errors(text: str) -> None:
+    result = cli("run", "--kill-after", text, "--", "true")
+    assert result.returncode == 125
+    assert "--kill-after" in result.stderr

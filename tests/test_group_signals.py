@@ -12,9 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
+import pidfd
 from _seccomp import NR_PIDFD_SEND_SIGNAL, SKIP_REASON, Rule, run_snippet
 from pidfd import AsyncPidFd, PidFd
 
@@ -177,3 +179,160 @@ def test_group_signal_before_linux_6_9_names_the_version() -> None:
 def test_group_flag_is_keyword_only() -> None:
     with PidFd.from_pid(os.getpid()) as handle, pytest.raises(TypeError):
         handle.send_signal(0, True)  # type: ignore[misc]
+
+
+# -- pidfd.Popen and pidfd.Process ----------------------------------------------
+
+# The leader prints its member's pid and waits for stdin to close (or, with
+# EXIT_AT_ONCE, exits at once and leaves the member running in its group).
+SH_LEADER = "sleep 60 & echo $!; read x"
+SH_EXIT_AT_ONCE = "sleep 60 & echo $!"
+
+
+def _start_leader(script: str, **kwargs: Any) -> tuple[pidfd.Popen[bytes], PidFd]:
+    proc = pidfd.Popen(
+        ["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, **kwargs
+    )
+    assert proc.stdout is not None
+    member = PidFd.from_pid(int(proc.stdout.readline()))
+    return proc, member
+
+
+def _finish(proc: pidfd.Popen[bytes], member: PidFd) -> None:
+    if member.is_alive():
+        member.kill()
+    member.close()
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    _close(proc)
+
+
+def test_popen_group_signal_reaches_a_grandchild() -> None:
+    proc, member = _start_leader(SH_LEADER, process_group=0)
+    try:
+        proc.send_signal(signal.SIGKILL, group=True)
+        _wait_gone(member)  # TimeoutError if the member was missed
+        assert proc.wait(timeout=20) == -signal.SIGKILL
+    finally:
+        _finish(proc, member)
+
+
+def test_popen_group_signal_while_the_leader_is_a_zombie() -> None:
+    # Popen must not reap the exited leader before signalling (a plain
+    # send_signal polls first): its unreaped pid is what pins the group id.
+    proc, member = _start_leader(SH_EXIT_AT_ONCE, start_new_session=True)
+    try:
+        assert proc.pidfd is not None
+        assert proc.pidfd.wait_exit(timeout=20) is not None  # a zombie now
+        assert _alive(member.pid)
+        proc.send_signal(signal.SIGTERM, group=True)
+        _wait_gone(member)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        _finish(proc, member)
+
+
+def test_popen_group_signal_after_the_reap_is_refused() -> None:
+    proc, member = _start_leader(SH_EXIT_AT_ONCE, process_group=0)
+    try:
+        assert proc.wait(timeout=20) == 0
+        with pytest.raises(ProcessLookupError, match="has been reaped"):
+            proc.send_signal(signal.SIGTERM, group=True)
+        assert _alive(member.pid)  # nothing was sent to anyone
+    finally:
+        _finish(proc, member)
+
+
+def test_popen_group_signal_on_a_child_that_leads_no_group() -> None:
+    proc = pidfd.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(ProcessLookupError, match="leads no group"):
+            proc.send_signal(signal.SIGTERM, group=True)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_popen_plain_signal_still_silent_after_exit() -> None:
+    proc = pidfd.Popen(["true"])
+    proc.wait()
+    proc.send_signal(signal.SIGTERM)  # subprocess's rule: nothing, no error
+    with pytest.raises(TypeError):
+        proc.send_signal(signal.SIGTERM, True)  # type: ignore[misc]
+
+
+@pytest.mark.anyio
+async def test_process_group_signal_reaches_a_grandchild() -> None:
+    async with await pidfd.open_process(["sh", "-c", SH_LEADER], process_group=0) as proc:
+        assert proc.stdout is not None
+        line = b""
+        while not line.endswith(b"\n"):
+            line += await proc.stdout.receive()
+        with PidFd.from_pid(int(line)) as member:
+            try:
+                proc.send_signal(signal.SIGKILL, group=True)
+                assert await proc.wait() == -signal.SIGKILL
+                _wait_gone(member)
+            finally:
+                if member.is_alive():
+                    member.kill()
+
+
+@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+def test_popen_group_signal_before_linux_6_9_falls_back_to_killpg() -> None:
+    code = """
+        import json, os, signal, subprocess
+        import pidfd
+        from pidfd import PidFd
+        out = {}
+
+        def start(script, **kw):
+            p = pidfd.Popen(["sh", "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, **kw)
+            return p, PidFd.from_pid(int(p.stdout.readline()))
+
+        # A leader, unreaped: killpg stands in and reaches the member.
+        p, m = start("sleep 60 & echo $!; read x", process_group=0)
+        p.send_signal(signal.SIGKILL, group=True)
+        m.wait_exit(timeout=20)
+        out["member_alive"] = m.is_alive()
+        out["leader"] = p.wait()
+        # Reaped by us: the group id is no longer pinned.
+        try:
+            p.send_signal(signal.SIGTERM, group=True)
+        except ProcessLookupError as e:
+            out["after_reap"] = str(e)
+        # A zombie leader reaped behind Popen's back: refused too.
+        z, zm = start("sleep 60 & echo $!", start_new_session=True)
+        z.pidfd.wait_exit(timeout=20)
+        os.waitid(os.P_PID, z.pid, os.WEXITED)
+        try:
+            z.send_signal(signal.SIGTERM, group=True)
+        except ProcessLookupError as e:
+            out["behind"] = str(e)
+        out["zm_alive"] = zm.is_alive()
+        zm.kill()
+        # Not a leader: no safe way on this kernel.
+        q = pidfd.Popen(["sleep", "60"])
+        try:
+            q.send_signal(signal.SIGTERM, group=True)
+        except OSError as e:
+            out["no_group"] = [e.errno, str(e)]
+        out["q_running"] = q.poll() is None
+        q.kill(); q.wait()
+        print(json.dumps(out))
+        """
+    out = run_snippet(
+        code, [Rule(NR_PIDFD_SEND_SIGNAL, errno.EINVAL, arg=3, value=4, any_bits=True)]
+    )
+    assert out["member_alive"] is False
+    assert out["leader"] == -signal.SIGKILL
+    assert "has been reaped" in out["after_reap"]
+    assert "reaped by something else" in out["behind"]
+    assert out["zm_alive"] is True  # the refused signal went nowhere
+    err, message = out["no_group"]
+    assert err == errno.ENOSYS
+    assert "Linux >= 6.9" in message and "leads no process group" in message
+    assert out["q_running"] is True

@@ -15,6 +15,7 @@ import pytest
 from _beyond import PY, kernel_at_least, proc_state
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 
+HAS_INFO = kernel_at_least(6, 13)
 HAS_INFO_EXIT = kernel_at_least(6, 15)
 needs_thread = pytest.mark.skipif(
     not kernel_at_least(6, 9), reason="PIDFD_THREAD needs Linux >= 6.9"
@@ -22,6 +23,17 @@ needs_thread = pytest.mark.skipif(
 needs_peerpidfd = pytest.mark.skipif(
     not kernel_at_least(6, 5), reason="SO_PEERPIDFD needs Linux >= 6.5"
 )
+
+
+def tgid_of(handle: PidFd | AsyncPidFd) -> int:
+    """The thread group of a live handle's target: info() where the kernel has
+    PIDFD_GET_INFO (6.13), else /proc (PIDFD_THREAD alone is 6.9)."""
+    if HAS_INFO:
+        tgid = handle.info().tgid
+        assert tgid is not None
+        return tgid
+    with open(f"/proc/{handle.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
 
 
 def assert_cloexec(fd: int) -> None:
@@ -190,7 +202,7 @@ def test_thread_handle(procs):
     with PidFd.from_pid(tid, thread=True) as th, PidFd.from_pid(proc.pid) as process:
         assert th.thread and th.pid == tid and not process.thread
         assert th.is_alive()
-        assert th.info().tgid == proc.pid
+        assert tgid_of(th) == proc.pid
         assert "thread" in repr(th)
 
         th.send_signal(signal.SIGUSR1)
@@ -232,8 +244,8 @@ def test_thread_handle_on_a_process_leader(procs):
     """thread=True on a process id: a handle on its main thread."""
     proc = procs.child("")
     with PidFd.from_pid(proc.pid, thread=True) as th:
-        info = th.info()
-        assert info.pid == info.tgid == proc.pid
+        assert th.thread and th.pid == proc.pid
+        assert tgid_of(th) == proc.pid
 
 
 @needs_thread
@@ -243,7 +255,7 @@ def test_from_fd_keeps_thread_flag(procs):
     raw = os.pidfd_open(tid, os.O_EXCL)  # PIDFD_THREAD
     with PidFd.from_fd(raw) as th:
         assert th.thread and th.pid == tid
-        assert th.info().tgid == proc.pid
+        assert tgid_of(th) == proc.pid
         th.send_signal(signal.SIGUSR1)
         bit = 1 << (signal.SIGUSR1 - 1)
         private, shared = pending_signals(proc.pid, tid)
@@ -257,7 +269,7 @@ async def test_async_thread_handle(procs):
     tid = int(proc.readline())
     with AsyncPidFd.from_pid(tid, thread=True) as th:
         assert th.thread and th.is_alive()
-        assert th.info().tgid == proc.pid
+        assert tgid_of(th) == proc.pid
         proc.release()
         with anyio.fail_after(10):
             await th.wait_exit()

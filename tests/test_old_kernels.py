@@ -105,6 +105,15 @@ CASES = {
         True,
         (6, 13),
     ),
+    # 6.11 and 6.12 have pidfd ioctls, but not this one: EINVAL.
+    "PIDFD_GET_INFO-EINVAL": Case(
+        "from pidfd import PidFd\nh = PidFd.from_pid(os.getpid())\n"
+        "report(lambda: h.info().ppid == os.getppid())",
+        Rule(NR_IOCTL, errno.EINVAL, arg=1, value=PIDFD_GET_INFO),
+        "6.13",
+        True,
+        (6, 13),
+    ),
     "PIDFD_THREAD-EINVAL": Case(
         "import threading\nfrom pidfd import PidFd\n"
         "report(lambda: PidFd.from_pid(threading.get_native_id(), thread=True).thread)",
@@ -154,7 +163,13 @@ def test_filter_for_one_flag_leaves_plain_pidfd_open_alone():
     assert out == {"ok": True, "value": False}
 
 
-def test_wait_exit_non_child_without_pidfd_get_info_is_none():
+# What a kernel without PIDFD_GET_INFO answers it: ENOTTY before 6.11 (no
+# pidfd ioctls at all), EINVAL on 6.11 and 6.12 (measured: docs/kernels.md).
+NO_GET_INFO = [errno.ENOTTY, errno.EINVAL]
+
+
+@pytest.mark.parametrize("no_info", NO_GET_INFO, ids=errno.errorcode.get)
+def test_wait_exit_non_child_without_pidfd_get_info_is_none(no_info):
     """No PIDFD_GET_INFO: the status of a non-child cannot be known, so None."""
     code = (
         NON_CHILD + "from pidfd import PidFd\n"
@@ -162,7 +177,7 @@ def test_wait_exit_non_child_without_pidfd_get_info_is_none():
         "m.stdin.write(b'x'); m.stdin.flush()\n"
         "report(lambda: h.wait_exit(10))\n" + NON_CHILD_END
     )
-    rule = Rule(NR_IOCTL, errno.ENOTTY, arg=1, value=PIDFD_GET_INFO)
+    rule = Rule(NR_IOCTL, no_info, arg=1, value=PIDFD_GET_INFO)
     assert run_snippet(code, [rule]) == {"ok": True, "value": None}
     if kernel_at_least(6, 15):
         # Unfiltered, this kernel tells the true status.
@@ -194,14 +209,15 @@ def test_wait_exit_child_needs_no_pidfd_get_info():
     assert run_snippet(code, [rule]) == {"ok": True, "value": "(5, 5)"}
 
 
-def test_wait_on_non_child_without_pidfd_get_info_says_not_a_child():
+@pytest.mark.parametrize("no_info", NO_GET_INFO, ids=errno.errorcode.get)
+def test_wait_on_non_child_without_pidfd_get_info_says_not_a_child(no_info):
     """The ECHILD message finds the parent through /proc when the ioctl is missing."""
     code = (
         NON_CHILD + "from pidfd import PidFd\n"
         "h = PidFd.from_pid(gpid)\n"
         "report(lambda: h.wait(0))\n" + NON_CHILD_END
     )
-    rule = Rule(NR_IOCTL, errno.ENOTTY, arg=1, value=PIDFD_GET_INFO)
+    rule = Rule(NR_IOCTL, no_info, arg=1, value=PIDFD_GET_INFO)
     out = run_snippet(code, [rule])
     assert out["type"] == "ChildProcessError" and out["errno"] == errno.ECHILD
     assert "is not a child of this process" in out["message"]
@@ -219,3 +235,57 @@ def test_info_on_reaped_process_without_info_exit():
     out = run_snippet(code, [rule])
     assert out["type"] == "ProcessLookupError" and out["errno"] == errno.ESRCH
     assert "needs Linux >= 6.15" in out["message"]
+
+
+# --- errnos that differ between kernels for the same situation ---------------
+
+
+def test_getfd_on_an_exited_process_answering_ebadf_is_process_lookup_error():
+    """5.10 answers EBADF for an exited process (its fds are closed), not ESRCH."""
+    code = (
+        CHILD + "from pidfd import PidFd\nh = PidFd.from_pid(p.pid)\n"
+        "h.wait_exit(10)\nreport(lambda: h.getfd(0))\np.wait()\n"
+    )
+    out = run_snippet(code, [Rule(NR_PIDFD_GETFD, errno.EBADF)])
+    assert out["type"] == "ProcessLookupError" and out["errno"] == errno.ESRCH, out
+    assert "has exited" in out["message"]
+
+
+def test_getfd_ebadf_on_a_live_process_names_the_fd():
+    code = (
+        "import subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'],"
+        " stdin=subprocess.PIPE)\n"
+        "from pidfd import PidFd\nh = PidFd.from_pid(p.pid)\n"
+        "report(lambda: h.getfd(0))\np.stdin.close(); p.wait()\n"
+    )
+    out = run_snippet(code, [Rule(NR_PIDFD_GETFD, errno.EBADF)])
+    assert out["type"] == "OSError" and out["errno"] == errno.EBADF, out
+    assert "has no open fd 0" in out["message"]
+
+
+def test_socket_peer_reaped_answering_einval_is_process_lookup_error():
+    """6.5 to 6.12 answer EINVAL for SO_PEERPIDFD once the peer is reaped."""
+    code = (
+        "import socket\nfrom pidfd import PidFd\na, b = socket.socketpair()\n"
+        "report(lambda: PidFd.from_socket_peer(a))\n"
+    )
+    rule = Rule(NR_GETSOCKOPT, errno.EINVAL, arg=2, value=SO_PEERPIDFD)
+    out = run_snippet(code, [rule])
+    assert out["type"] == "ProcessLookupError" and out["errno"] == errno.ESRCH, out
+    assert "exited and been reaped" in out["message"]
+
+
+def test_pidfd_open_einval_between_exit_and_reap_is_process_lookup_error():
+    """pidfd_open's EINVAL for a process with no thread group left: it is gone.
+
+    The kernel gives it in the moment between a process's exit and its reaping;
+    the filter gives it for a pid whose process was reaped (no /proc entry).
+    """
+    code = (
+        CHILD + "pid = p.pid\np.wait()\nfrom pidfd import PidFd\n"
+        "report(lambda: PidFd.from_pid(pid))\n"
+    )
+    out = run_snippet(code, [Rule(NR_PIDFD_OPEN, errno.EINVAL)])
+    assert out["type"] == "ProcessLookupError" and out["errno"] == errno.ESRCH, out
+    assert "no process with pid" in out["message"]

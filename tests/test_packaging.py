@@ -77,3 +77,22 @@ def test_free_threaded_python_keeps_the_gil_off() -> None:
     )
     assert out.stdout == "False\n", out
     assert out.stderr == "", out.stderr
+
+
+def test_dir_shows_only_the_public_api() -> None:
+    # dir() is what a REPL's completion and help() show a newcomer: the
+    # public names, not the helpers the package imports for itself.
+    public = [name for name in dir(pidfd) if not name.startswith("__")]
+    assert public == sorted(n for n in pidfd.__all__ if not n.startswith("__"))
+    assert "__version__" in dir(pidfd)
+    for name in pidfd.__all__:
+        assert getattr(pidfd, name) is not None
+
+
+def test_every_public_name_comes_from_its_own_module() -> None:
+    # The layout: wait_any lives in _waitany, the async handle in _async,
+    # and __init__ only re-exports them.
+    assert pidfd.wait_any.__module__ == "pidfd._waitany"
+    assert pidfd.AsyncPidFd.__module__ == "pidfd._async"
+    assert pidfd.Popen.__module__ == "pidfd._popen"
+    assert pidfd.Process.__module__ == "pidfd._process"

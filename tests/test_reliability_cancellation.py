@@ -510,3 +510,27 @@ def test_close_from_another_thread_at_any_moment(backend: str, children: Childre
         outcomes[kind] = outcomes.get(kind, 0) + 1
     assert "TimeoutError" not in outcomes, outcomes
     assert is_running(pid)
+
+
+def test_close_from_another_thread_while_the_waiters_loop_is_stopped(
+    children: Children,
+) -> None:
+    """An asyncio loop stopped with a waiter still pending never runs a close
+    handed to it: close() from another thread must not wait for it forever."""
+    pid = children.sleep(30)
+    h = AsyncPidFd.from_pid(pid)
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(h.wait())
+        loop.run_until_complete(asyncio.sleep(SETTLE))
+        assert h._waiting and not loop.is_running()
+        closer = threading.Thread(target=h.close)
+        closer.start()
+        closer.join(10)
+        assert not closer.is_alive(), "close() from another thread hung"
+        assert h.closed
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    finally:
+        loop.close()
+    assert is_running(pid)

@@ -48,7 +48,10 @@ def test_rusage_is_the_stdlib_struct_rusage_like_wait4() -> None:
     assert isinstance(ru.ru_utime, float) and isinstance(ru.ru_stime, float)
     assert ru.ru_utime + ru.ru_stime > 0.01
     assert ru.ru_maxrss > 64 * 1024  # KiB, as wait4 reports it
-    assert ru.ru_minflt > 1000
+    # Not one fault a 4 KiB page: kernels with large folios (Debian's 7.2
+    # measured 993 faults for this child) map memory in bigger pieces.
+    # Any Python start-up still takes hundreds, and a zeroed struct none.
+    assert ru.ru_minflt > 100
 
     # The same workload reaped by os.wait4 gives figures of the same size.
     pid = os.posix_spawn(sys.executable, [sys.executable, "-c", code], os.environ)

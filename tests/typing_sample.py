@@ -15,6 +15,8 @@ import socket
 import subprocess
 from typing import IO, Any, assert_type
 
+import anyio.abc
+
 import pidfd
 from pidfd import AsyncPidFd, ExitInfo, ExitStatus, PidFd, ProcessInfo, wait_any
 
@@ -130,3 +132,34 @@ def run_usage() -> None:
 
 def flag() -> bool:
     return True
+
+
+async def async_process_usage() -> int:
+    proc = await pidfd.open_process(["cat"], stdin=subprocess.PIPE, start_new_session=True)
+    assert_type(proc, pidfd.Process)
+    abstract: anyio.abc.Process = proc  # usable wherever anyio's Process is
+    assert_type(abstract.returncode, "int | None")
+    async with proc:
+        assert_type(proc.pid, int)
+        assert_type(proc.stdin, "anyio.abc.ByteSendStream | None")
+        assert_type(proc.stdout, "anyio.abc.ByteReceiveStream | None")
+        assert_type(proc.stderr, "anyio.abc.ByteReceiveStream | None")
+        assert_type(proc.pidfd, "AsyncPidFd | None")
+        assert_type(proc.popen, "pidfd.Popen[bytes]")
+        if proc.stdin is not None:
+            await proc.stdin.send(b"x")
+        if proc.stdout is not None:
+            assert_type(await proc.stdout.receive(), bytes)
+        proc.send_signal(signal.SIGTERM)
+        proc.terminate()
+        proc.kill()
+        code = await proc.wait()
+        assert_type(code, int)
+    assert_type(proc.rusage, "resource.struct_rusage | None")
+    assert_type(proc.exit_status, "ExitStatus | None")
+    done = await pidfd.run_process("ls", input=b"", check=False, cwd="/", env={"A": "b"})
+    assert_type(done, "pidfd.CompletedProcess[bytes]")
+    assert_type(done.stdout, bytes)
+    assert_type(done.exit_status, "ExitStatus | None")
+    await pidfd.run_process([b"ls", os.curdir], stdout=subprocess.DEVNULL, stderr=None)
+    return code

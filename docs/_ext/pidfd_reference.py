@@ -31,6 +31,8 @@ from sphinx.application import Sphinx
 # Sphinx's own parser for a type annotation into cross-referenced nodes, as
 # its Python domain renders `:type:`; private, so the docs extra pins Sphinx.
 from sphinx.domains.python._annotations import _parse_annotation
+from sphinx.errors import PycodeError
+from sphinx.pycode import ModuleAnalyzer
 from sphinx.util import logging
 
 LOG = logging.getLogger(__name__)
@@ -194,8 +196,19 @@ class Reference:
                 )
             self._require_doc(full, obj)
             if inspect.isclass(obj):
+                attr_docs = _attribute_docs(obj)
                 for member, value in vars(obj).items():
                     if member.startswith("_"):
+                        continue
+                    if _is_data(value):
+                        # A plain attribute has no docstring of its own;
+                        # autodoc takes its ``#:`` comment, and so do we.
+                        if not attr_docs.get(member):
+                            LOG.warning(
+                                "public attribute %s.%s has no #: doc comment in the code",
+                                full,
+                                member,
+                            )
                         continue
                     self._require_doc(f"{full}.{member}", value)
 
@@ -211,6 +224,30 @@ class Reference:
             where = "in the code"
         if not (doc and doc.strip()):
             LOG.warning("public name %s has no docstring %s", name, where)
+
+
+def _is_data(value: Any) -> bool:
+    """A plain class attribute (a default value), not a method or descriptor."""
+    return not (
+        callable(value)
+        or isinstance(value, (property, staticmethod, classmethod))
+        or hasattr(value, "__get__")
+    )
+
+
+def _attribute_docs(cls: type) -> dict[str, list[str]]:
+    """The ``#:`` comments on ``cls``'s attributes, as autodoc reads them."""
+    if cls.__module__.startswith("pidfd._native"):
+        return {}
+    try:
+        analyzer = ModuleAnalyzer.for_module(cls.__module__)
+    except PycodeError:
+        return {}
+    return {
+        attr: lines
+        for (owner, attr), lines in analyzer.find_attr_docs().items()
+        if owner == cls.__qualname__
+    }
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

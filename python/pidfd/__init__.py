@@ -17,8 +17,6 @@ number. Wait for it (:meth:`PidFd.wait`), signal it
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
-from typing import TypeVar
 
 if not sys.platform.startswith("linux"):  # pragma: no cover - exercised on other OSes
     raise ImportError(
@@ -35,9 +33,10 @@ from pidfd._native import (
     ProcessInfo,
     __version__,
 )
-from pidfd._native import wait_any as _wait_any
 from pidfd._popen import CompletedProcess, Popen, run
 from pidfd._process import Process, open_process, run_process
+from pidfd._subreaper import Subreaper
+from pidfd._waitany import wait_any
 
 __all__ = [
     "AsyncPidFd",
@@ -48,6 +47,7 @@ __all__ = [
     "Popen",
     "Process",
     "ProcessInfo",
+    "Subreaper",
     "__version__",
     "open_process",
     "run",
@@ -56,27 +56,7 @@ __all__ = [
 ]
 
 
-# Bound to the union so that a list of PidFd comes back as list[PidFd], and a
-# mixed list as the union.
-_Handle = TypeVar("_Handle", bound="PidFd | AsyncPidFd")
-
-
-def wait_any(handles: Iterable[_Handle], timeout: float | None = None) -> list[_Handle]:
-    """Block until at least one handle's process has exited; return those that have.
-
-    ``handles`` is any iterable of :class:`PidFd` or :class:`AsyncPidFd`; the
-    result lists the exited ones, as the same objects, in the order given.
-    One ``poll(2)`` watches them all, so thousands of handles cost no
-    threads. Nothing is reaped: call ``wait()`` on each to collect it.
-    ``TimeoutError`` if none exits within ``timeout`` seconds. Releases the
-    GIL and is interruptible by Ctrl-C like :meth:`PidFd.wait`::
-
-        done = wait_any(handles, timeout=5.0)
-        for h in done:
-            print(h.pid, h.wait().status)
-    """
-    handles = list(handles)
-    natives = [h._pidfd if isinstance(h, AsyncPidFd) else h for h in handles]
-    done = _wait_any(natives, timeout)
-    done_ids = {id(h) for h in done}
-    return [h for h, n in zip(handles, natives, strict=True) if id(n) in done_ids]
+def __dir__() -> list[str]:
+    # Only the public API (and the module's own dunders), not the helpers
+    # imported above such as ``sys``; submodules stay importable by name.
+    return sorted({*__all__, "__doc__", "__file__", "__name__", "__path__", "__spec__"})

@@ -9,14 +9,13 @@ with no helper thread and no child watcher.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import sys
 import threading
 import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 
 from pidfd._native import _REAP_GRACE, PidFd
@@ -60,9 +59,9 @@ class AsyncPidFd:
         "_busy",
         "_guard",
         "_idle",
-        "_loop",
         "_loop_thread",
         "_pidfd",
+        "_token",
         "_waiting",
     )
 
@@ -81,13 +80,14 @@ class AsyncPidFd:
         self._busy = False
         self._idle: anyio.Event | None = None
         self._waiting = False
-        # Where the current waiter runs, so that close() from another thread
-        # can have that loop drop the fd before it is closed. _guard makes
+        # Where the current waiter runs (anyio's token for its event loop), so
+        # that close() from another thread can have that loop drop the fd
+        # before it is closed. _guard makes
         # "start waiting" and "close unless someone waits" atomic, so a close
         # from another thread cannot slip in between a waiter taking the fd
         # number and registering it with its loop. Reentrant, so a signal
         # handler that closes the handle cannot deadlock on it.
-        self._loop: Any = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
         self._guard = threading.RLock()
 
@@ -128,7 +128,20 @@ class AsyncPidFd:
 
     def fileno(self) -> int:
         """The raw fd; readable once the process has exited."""
-        return self._pidfd.fileno()
+        return self._open().fileno()
+
+    def _open(self) -> PidFd:
+        """The native handle, or ``ValueError`` naming this class if closed.
+
+        The native error would name ``PidFd``, which an ``AsyncPidFd`` user
+        never opened.
+        """
+        if self._pidfd.closed:
+            raise ValueError(
+                f"operation on a closed AsyncPidFd (pid {self.pid}); open a new handle "
+                f"with AsyncPidFd.from_pid()"
+            )
+        return self._pidfd
 
     async def _queue(self) -> None:
         """Wait until no other task is inside wait() / wait_exit()."""
@@ -145,8 +158,8 @@ class AsyncPidFd:
 
     async def _readable(self) -> None:
         with self._guard:
-            fd = self._pidfd.fileno()
-            self._loop = _running_loop()
+            fd = self._open().fileno()
+            self._token = anyio.lowlevel.current_token()
             self._loop_thread = threading.get_ident()
             self._waiting = True
         try:
@@ -172,7 +185,7 @@ class AsyncPidFd:
         self._busy = True
         try:
             while True:
-                info = self._pidfd.try_wait()
+                info = self._open().try_wait()
                 if info is not None:
                     return info
                 # Readable means exited; a spurious wake-up just loops.
@@ -212,7 +225,7 @@ class AsyncPidFd:
             await self._readable()
             with anyio.move_on_after(_REAP_GRACE):
                 while True:
-                    settled, status = self._pidfd._exit_status_now()
+                    settled, status = self._open()._exit_status_now()
                     if settled:
                         return status
                     await anyio.sleep(_REAP_POLL)
@@ -222,31 +235,31 @@ class AsyncPidFd:
 
     def try_wait(self) -> ExitInfo | None:
         """Reap the child if it has exited; ``None`` while it runs."""
-        return self._pidfd.try_wait()
+        return self._open().try_wait()
 
     def is_alive(self) -> bool:
         """Whether the process is still running."""
-        return self._pidfd.is_alive()
+        return self._open().is_alive()
 
     def send_signal(self, sig: int | signal.Signals, *, group: bool = False) -> None:
         """Send ``sig`` (``group=True``: to its group); see :meth:`PidFd.send_signal`."""
-        self._pidfd.send_signal(sig, group=group)
+        self._open().send_signal(sig, group=group)
 
     def kill(self) -> None:
         """Send ``SIGKILL``."""
-        self._pidfd.kill()
+        self._open().kill()
 
     def terminate(self) -> None:
         """Send ``SIGTERM``."""
-        self._pidfd.terminate()
+        self._open().terminate()
 
     def info(self) -> ProcessInfo:
         """What the kernel knows about the process; see :meth:`PidFd.info`."""
-        return self._pidfd.info()
+        return self._open().info()
 
     def getfd(self, fd: int) -> int:
         """Duplicate the target's fd ``fd``; see :meth:`PidFd.getfd`."""
-        return self._pidfd.getfd(fd)
+        return self._open().getfd(fd)
 
     def close(self) -> None:
         """Close the handle. Idempotent.
@@ -269,39 +282,25 @@ class AsyncPidFd:
         self._close_in_loop()
 
     def _close_in_loop(self) -> None:
-        loop = self._loop
-        trio = sys.modules.get("trio")
-        if trio is not None and isinstance(loop, trio.lowlevel.TrioToken):
-            try:
-                trio.from_thread.run_sync(self.close, trio_token=loop)
-            except trio.RunFinishedError:
-                # The run is over, and with it every watcher of the fd.
-                self._pidfd.close()
-            return
-
-        async def close() -> None:
-            self.close()
-
-        coro = close()
-        try:
-            done = asyncio.run_coroutine_threadsafe(coro, loop)
-        except RuntimeError:  # the loop is closed: nobody watches the fd
-            coro.close()
+        token = self._token
+        assert token is not None  # set by the waiter, under _guard
+        loop = token.native_token
+        # anyio waits for the loop to run the call, without limit: an asyncio
+        # loop that has stopped (not closed) with the waiter still pending
+        # would never run it. Nothing polls the fd then; close it here. (A
+        # loop that stops in the microseconds between this check and anyio
+        # queueing the call is not covered: anyio offers no timeout.)
+        if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_running():
             self._pidfd.close()
             return
-        # A loop that stops or closes before running our callback never runs
-        # it (and then nothing polls the fd); poll for that, never hang.
-        while True:
-            try:
-                done.result(timeout=0.05)
-                return
-            except concurrent.futures.TimeoutError:
-                if loop.is_closed() or not loop.is_running():
-                    coro.close()
-                    self._pidfd.close()
-                    return
+        try:
+            anyio.from_thread.run_sync(self.close, token=token)
+        except anyio.RunFinishedError:
+            # The run is over, and with it every watcher of the fd.
+            self._pidfd.close()
 
     def __enter__(self) -> AsyncPidFd:
+        self._open()
         return self
 
     def __exit__(
@@ -313,6 +312,7 @@ class AsyncPidFd:
         self.close()
 
     async def __aenter__(self) -> AsyncPidFd:
+        self._open()
         return self
 
     async def __aexit__(
@@ -325,15 +325,3 @@ class AsyncPidFd:
 
     def __repr__(self) -> str:
         return "<Async" + repr(self._pidfd)[1:]
-
-
-def _running_loop() -> Any:
-    """A thread-safe handle on the running event loop: trio's token or the
-    asyncio loop."""
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            return trio.lowlevel.current_trio_token()
-        except RuntimeError:
-            pass
-    return asyncio.get_running_loop()

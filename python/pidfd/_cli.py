@@ -2,8 +2,8 @@
 
 Three subcommands, each with ``--help``::
 
-    pidfd run [--timeout S] [--kill-after S] [--json] -- CMD [ARG...]
-    pidfd wait [--timeout S] [--count N] [--json] PID...
+    pidfd run [--timeout DURATION] [--kill-after DURATION] [--kill-tree] [--json] -- CMD [ARG...]
+    pidfd wait [--timeout DURATION] [--count N] [--json] PID...
     pidfd info [--json] PID
 
 ``run`` is ``/usr/bin/time -v`` on a pidfd: the exit status and resource
@@ -36,7 +36,7 @@ import textwrap
 import time
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, NoReturn
 
-from pidfd import PidFd, __version__, wait_any
+from pidfd import PidFd, Subreaper, __version__, wait_any
 from pidfd._native import _REAP_GRACE
 
 if TYPE_CHECKING:
@@ -102,12 +102,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(self.usage_status, f"{self.prog}: error: {message}\n")
 
 
+# timeout(1)'s DURATION suffixes: seconds (the default), minutes, hours, days.
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
 def _seconds(text: str) -> float:
-    """argparse type: a finite, non-negative number of seconds."""
+    """argparse type: a DURATION as timeout(1) takes it: ``2.5``, ``10s``, ``1m``, ``1d``."""
+    number, unit = text.strip(), 1.0
+    if number[-1:].lower() in _DURATION_UNITS:
+        number, unit = number[:-1], _DURATION_UNITS[number[-1].lower()]
     try:
-        value = float(text)
+        value = float(number) * unit
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not a number of seconds: {text!r} (a DURATION is a number with an optional "
+            f"suffix s, m, h or d, as in timeout(1): 30, 2.5s, 1m)"
+        ) from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text!r}")
     return value
@@ -149,9 +159,14 @@ exit status:
   {RUN_NOT_EXECUTABLE}      the command was found but could not be executed
   {RUN_NOT_FOUND}      the command was not found
 
+With --kill-tree, pidfd run is a child subreaper (PR_SET_CHILD_SUBREAPER)
+while the command runs: whatever the command leaves behind is re-parented
+to pidfd instead of init, so it can be found and ended after the command.
+
 examples:
   pidfd run -- python3 -c "print('hello')"
   pidfd run --timeout 10 --kill-after 2 -- make test
+  pidfd run --kill-tree --kill-after 1s -- ./test-with-helper-daemons.sh
   pidfd run --json -- sort big.txt -o sorted.txt
 """
 
@@ -215,9 +230,9 @@ def _build_parser() -> _Parser:
     run = sub.add_parser(
         "run",
         help="run a command, forward signals to it, report its exit and resource usage",
-        usage="%(prog)s [-h] [--timeout S] [--kill-after S] [--preserve-status]\n"
-        "                 [--json] [--progress | --no-progress]\n"
-        "                 -- CMD [ARG...]",
+        usage="%(prog)s [-h] [--timeout DURATION] [--kill-after DURATION]\n"
+        "                 [--kill-tree] [--preserve-status] [--json]\n"
+        "                 [--progress | --no-progress] -- CMD [ARG...]",
         description="Start CMD, wait for it on a pidfd and report how it ended (exit\n"
         "code or signal, core dump) and its resource usage (CPU time, max RSS,\n"
         "page faults, context switches), like /usr/bin/time -v.",
@@ -229,17 +244,25 @@ def _build_parser() -> _Parser:
     run.add_argument(
         "--timeout",
         type=_seconds,
-        metavar="S",
-        help=f"after S seconds send SIGTERM (then SIGKILL, see --kill-after) and exit "
-        f"{RUN_TIMED_OUT}, as timeout(1) does",
+        metavar="DURATION",
+        help=f"after DURATION (seconds, or with a suffix s, m, h, d) send SIGTERM (then "
+        f"SIGKILL, see --kill-after) and exit {RUN_TIMED_OUT}, as timeout(1) does",
     )
     run.add_argument(
         "--kill-after",
         type=_seconds,
         default=5.0,
-        metavar="S",
-        help="with --timeout: send SIGKILL if the command is still running S seconds "
-        "after SIGTERM (default: %(default)s)",
+        metavar="DURATION",
+        help="send SIGKILL to what is still running DURATION after SIGTERM: the command "
+        "after --timeout, and with --kill-tree its descendants (default: %(default)gs)",
+    )
+    run.add_argument(
+        "--kill-tree",
+        action="store_true",
+        help="when the command ends (or on --timeout), terminate every descendant it "
+        "left behind, daemons that left its group or session included: SIGTERM, then "
+        "SIGKILL after --kill-after; all are reaped before pidfd exits, and the report "
+        "says how many there were and how they ended",
     )
     run.add_argument(
         "--preserve-status",
@@ -268,8 +291,9 @@ def _build_parser() -> _Parser:
     wait.add_argument(
         "--timeout",
         type=_seconds,
-        metavar="S",
-        help=f"give up after S seconds (exit status {WAIT_TIMEOUT})",
+        metavar="DURATION",
+        help=f"give up after DURATION (seconds, or with a suffix s, m, h, d; "
+        f"exit status {WAIT_TIMEOUT})",
     )
     wait.add_argument(
         "--count",
@@ -630,6 +654,29 @@ def _run_blocked(
     watched: set[signal.Signals],
     old_mask: Iterable[int],
 ) -> _Outcome:
+    reaper: Subreaper | None = None
+    if args.kill_tree:
+        try:
+            reaper = Subreaper(grace=args.kill_after).__enter__()
+        except OSError as exc:
+            out.err(f"--kill-tree: cannot become a child subreaper: {exc}")
+            return _Outcome(RUN_FAILED)
+    try:
+        return _run_spawned(args, cmd, out, forwarded, watched, old_mask, reaper)
+    finally:
+        if reaper is not None:
+            reaper.close()  # already done, unless something failed first
+
+
+def _run_spawned(
+    args: argparse.Namespace,
+    cmd: list[str],
+    out: _Output,
+    forwarded: set[signal.Signals],
+    watched: set[signal.Signals],
+    old_mask: Iterable[int],
+    reaper: Subreaper | None,
+) -> _Outcome:
     started = time.monotonic()
     try:
         pid = os.posix_spawnp(
@@ -664,6 +711,11 @@ def _run_blocked(
     with handle:
         info, events = _supervise(handle, cmd, args, out, forwarded, watched, started)
     elapsed = time.monotonic() - started
+    tree = None
+    if reaper is not None:
+        # The command is reaped: everything it left is re-parented to us.
+        reaper.close()
+        tree = _tree_report(reaper)
     out.clear()
     status = info.status
     timed_out = events["timed_out"]
@@ -671,6 +723,7 @@ def _run_blocked(
     if timed_out and not args.preserve_status:
         exit_status = RUN_TIMED_OUT
     report = _run_report(cmd, info, elapsed, events, exit_status)
+    report["kill_tree"] = tree
     _emit_run_report(report, as_json=args.json)
     # Killed by a signal: die by it too (timeout(1) does the same), except
     # after our own --timeout, whose status says "timed out" instead.
@@ -750,6 +803,49 @@ def _supervise(
         events["forwarded"].append({"signal": sig.name, "sent": True})
 
 
+def _tree_report(reaper: Subreaper) -> dict[str, Any]:
+    """What --kill-tree found and did, for the report and --json."""
+    ended = []
+    counts = {"exited": 0, "sigterm": 0, "sigkill": 0, "other_signal": 0, "unknown": 0}
+    for pid, status in reaper.reaped.items():
+        sent = reaper.signalled.get(pid)
+        ended.append(
+            {
+                "pid": pid,
+                **_status_json(status),
+                "signal_sent": None if sent is None else _signal_name(sent),
+            }
+        )
+        if status is None:
+            counts["unknown"] += 1
+        elif status.signal is None:
+            counts["exited"] += 1
+        elif status.signal == signal.SIGTERM:
+            counts["sigterm"] += 1
+        elif status.signal == signal.SIGKILL:
+            counts["sigkill"] += 1
+        else:
+            counts["other_signal"] += 1
+    return {"left": len(ended), **counts, "ended": ended}
+
+
+def _tree_summary(tree: dict[str, Any]) -> str:
+    if not tree["left"]:
+        return "none"
+    parts = [
+        f"{tree[key]} {label}"
+        for key, label in (
+            ("sigterm", "ended by SIGTERM"),
+            ("sigkill", "killed by SIGKILL"),
+            ("exited", "exited on their own"),
+            ("other_signal", "died of another signal"),
+            ("unknown", "ended, status unknown"),
+        )
+        if tree[key]
+    ]
+    return f"{tree['left']} ({', '.join(parts)})"
+
+
 def _same_pgrp(pid: int, pgrp: int) -> bool:
     try:
         # Safe on a pid number: our child is not reaped yet.
@@ -826,6 +922,9 @@ def _print_run_report(r: dict[str, Any], stream: IO[str]) -> None:
     for event in r["signals_received"]:
         what = "forwarded" if event["sent"] else "from the terminal, not forwarded"
         lines.append(f"  signal received:           {event['signal']} ({what})")
+    tree = r.get("kill_tree")
+    if tree is not None:
+        lines.append(f"  descendants left behind:   {_tree_summary(tree)}")
     lines += [
         f"  command:                   {shlex.join(r['command'])}",
         f"  pid:                       {r['pid']}",

@@ -20,6 +20,8 @@ __all__ = [
     "PidFd",
     "ProcessInfo",
     "__version__",
+    "_child_subreaper",
+    "_set_child_subreaper",
     "wait_any",
 ]
 
@@ -337,4 +339,13 @@ def wait_any(handles: Iterable[PidFd], timeout: float | None = None) -> list[Pid
     The exited handles come back as the same objects, in the order given.
     One ``poll(2)`` watches them all; nothing is reaped. ``TimeoutError`` if
     none exits within ``timeout`` seconds, ``ValueError`` for no handles.
+    """
+
+def _child_subreaper() -> bool:
+    """Whether this process is a child subreaper (``PR_GET_CHILD_SUBREAPER``)."""
+
+def _set_child_subreaper(on: bool) -> None:
+    """Turn the process-wide ``PR_SET_CHILD_SUBREAPER`` attribute on or off.
+
+    Linux >= 3.4. Private: :class:`pidfd.Subreaper` owns the setting.
     """

@@ -29,12 +29,14 @@ handle. It still reaps with ``os.wait4`` rather than ``os.waitpid`` there, so
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import inspect
 import os
 import signal
 import subprocess
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, AnyStr, Literal, TypeVar, overload
 
 from pidfd._native import ExitStatus, PidFd
@@ -78,6 +80,21 @@ class _DelSafe:
         return getattr(_STOCK_DEL_SAFE, name)
 
 
+# Every pidfd.Popen child by pid, while its object lives: pidfd.Subreaper
+# leaves these alone (their Popen reaps them).
+_children: weakref.WeakValueDictionary[int, Popen[Any]] = weakref.WeakValueDictionary()
+
+
+def _check_signal_range(sig: int) -> None:
+    if isinstance(sig, int) and not 0 <= sig <= signal.SIGRTMAX:
+        # The errno os.kill gives for the same mistake, with the range.
+        raise OSError(
+            errno.EINVAL,
+            f"signal number {sig} is out of range: use 1..{int(signal.SIGRTMAX)} "
+            f"(e.g. signal.SIGTERM), or 0 to check that the process exists",
+        )
+
+
 class Popen(subprocess.Popen[AnyStr]):
     """`subprocess.Popen` on a pidfd: race-free waits and signals, with rusage.
 
@@ -90,20 +107,8 @@ class Popen(subprocess.Popen[AnyStr]):
             print(proc.wait())   # 3
         print(proc.exit_status, proc.pidfd)   # ExitStatus(code=3) None
 
-    Attributes added to those of `subprocess.Popen`:
-
-    ``pidfd``
-        The :class:`PidFd` of the child from spawn until it is reaped;
-        ``None`` after that, and ``None`` from the start where the kernel or
-        a sandbox refused ``pidfd_open`` (then everything works as in
-        `subprocess.Popen`).
-    ``rusage``
-        The child's ``resource.struct_rusage`` once it has been reaped by
-        this object (``None`` before, and where the kernel reaped it).
-    ``exit_status``
-        The decoded :class:`ExitStatus` once the child has been reaped;
-        ``None`` while it runs and where its true status is unknown (then
-        ``returncode`` is 0, as `subprocess` reports it).
+    It adds three attributes to those of `subprocess.Popen`: ``pidfd``,
+    ``rusage`` and ``exit_status``.
 
     Thread-safe as `subprocess.Popen` is: reaping is serialised by the same
     ``_waitpid_lock``, and no lock is held while a ``wait()`` blocks.
@@ -155,8 +160,17 @@ class Popen(subprocess.Popen[AnyStr]):
 
     # Class-level defaults, so that they exist even when spawning failed
     # (``__del__`` and ``__repr__`` still run then).
+    #: The :class:`PidFd` of the child from spawn until it is reaped; ``None``
+    #: after that, and ``None`` from the start where the kernel or a sandbox
+    #: refused ``pidfd_open`` (then everything works as in `subprocess.Popen`).
     pidfd: PidFd | None = None
+    #: The child's ``resource.struct_rusage`` (as ``os.wait4`` returns it)
+    #: once this object has reaped it; ``None`` before, and where something
+    #: else reaped it.
     rusage: resource.struct_rusage | None = None
+    #: The decoded :class:`ExitStatus` once the child has been reaped; ``None``
+    #: while it runs and where its true status is unknown (then
+    #: ``returncode`` is 0, as `subprocess` reports it).
     exit_status: ExitStatus | None = None
     # True from the moment a pidfd is opened, and still True once it has
     # been closed after the reap: such an object never falls back to waiting
@@ -164,6 +178,9 @@ class Popen(subprocess.Popen[AnyStr]):
     # subclass spawned without calling our _execute_child): then every call
     # is the stock class's.
     _on_pidfd: bool = False
+    # Whether the child led its own process group when it was started
+    # (start_new_session=True, process_group=0, or preexec_fn=os.setsid).
+    _leads_group: bool = False
 
     # -- spawning -----------------------------------------------------------
 
@@ -174,6 +191,12 @@ class Popen(subprocess.Popen[AnyStr]):
         # raises, the child has already been reaped and there is nothing to
         # open.
         super()._execute_child(*args, **kwargs)  # type: ignore[misc]
+        _children[self.pid] = self
+        # The child has exec'd, so whatever made it a group leader
+        # (setsid/setpgid in the forked child) has run; unreaped, its pid is
+        # still its own, so this reads its group and nobody else's.
+        with contextlib.suppress(OSError):
+            self._leads_group = os.getpgid(self.pid) == self.pid
         try:
             self.pidfd = PidFd.from_pid(self.pid)
         except OSError:
@@ -352,13 +375,27 @@ class Popen(subprocess.Popen[AnyStr]):
                 # Closed meanwhile by another thread that reaped the child.
                 pass
 
-    def send_signal(self, sig: int) -> None:
+    def send_signal(self, sig: int, *, group: bool = False) -> None:
         """Send ``sig`` to the child through its pidfd; nothing once it has exited.
 
         Never reaches another process that reused the pid: the signal goes
         through ``pidfd_send_signal(2)``, which fails (silently here, as
         `subprocess` is silent) once the child is gone, however it was reaped.
+
+        With ``group=True``, to every process in the group the child leads
+        (start it with ``start_new_session=True`` or ``process_group=0``),
+        including members that outlive it, and also while it is an unreaped
+        zombie; see :meth:`PidFd.send_signal`. Where the kernel lacks group
+        signals (Linux < 6.9) it falls back to ``os.killpg`` while the child
+        leads its group and is unreaped -- its pid then still pins the group
+        id, so the signal cannot reach a recycled group. It raises
+        ``ProcessLookupError`` once the child has been reaped (the group id
+        may name another group by then) or when it leads no group, and
+        ``OSError(ENOSYS)`` naming Linux 6.9 where no safe way exists.
         """
+        if group:
+            self._signal_group(sig)
+            return
         if not self._on_pidfd:
             super().send_signal(sig)
             return
@@ -374,13 +411,7 @@ class Popen(subprocess.Popen[AnyStr]):
         handle = self.pidfd
         if handle is None:  # pragma: no cover - poll() sets returncode then
             return
-        if isinstance(sig, int) and not 0 <= sig <= signal.SIGRTMAX:
-            # The errno os.kill gives for the same mistake, with the range.
-            raise OSError(
-                errno.EINVAL,
-                f"signal number {sig} is out of range: use 1..{int(signal.SIGRTMAX)} "
-                f"(e.g. signal.SIGTERM), or 0 to check that the process exists",
-            )
+        _check_signal_range(sig)
         try:
             handle.send_signal(sig)
         except ProcessLookupError:
@@ -394,6 +425,88 @@ class Popen(subprocess.Popen[AnyStr]):
             # Otherwise another thread reaped the child and closed it.
 
     # terminate() and kill() are the stock ones: both call send_signal().
+
+    def _reaped_error(self, how: str) -> ProcessLookupError:
+        return ProcessLookupError(
+            errno.ESRCH,
+            f"pid {self.pid} {how}, so the process group it led can no longer be "
+            f"signalled safely (its id may name another group now); signal the "
+            f"group before reaping the leader",
+        )
+
+    def _signal_group(self, sig: int) -> None:
+        """``send_signal(sig, group=True)``: the pidfd first, then ``killpg``."""
+        _check_signal_range(sig)
+        # No poll() first, unlike a plain signal: reaping a zombie leader
+        # would free the group id while members may still run.
+        refused: OSError | None = None
+        handle = self.pidfd
+        if self._on_pidfd and handle is not None:
+            try:
+                handle.send_signal(sig, group=True)
+            except ValueError:
+                # Closed: by another thread that reaped the child, or by the
+                # user (then the stock path below decides).
+                if self.returncode is not None:
+                    raise self._reaped_error("has been reaped") from None
+            except OSError as exc:
+                if exc.errno != errno.ENOSYS:
+                    raise
+                refused = exc
+            else:
+                return
+        elif self.returncode is not None:
+            raise self._reaped_error("has been reaped")
+        self._killpg_while_unreaped(sig, refused)
+
+    def _killpg_while_unreaped(self, sig: int, refused: OSError | None) -> None:
+        """The fallback for kernels without group signals (or without a pidfd).
+
+        ``killpg`` names the group by number; that number is safe only while
+        the leader is unreaped, so the check and the signal happen under
+        ``_waitpid_lock``, which every reap by this object takes.
+        """
+        why = (
+            str(refused)
+            if refused is not None
+            else "this Popen has no pidfd (pidfd_open was refused when it started)"
+        )
+        # Our own reaps hold the lock only for a non-blocking waitid; the
+        # stock wait (no pidfd) holds it while it blocks, and then the child
+        # is unreaped until it exits: signalling without the lock is the
+        # race subprocess.Popen.send_signal has, no wider.
+        locked = self._waitpid_lock.acquire(self._on_pidfd)
+        try:
+            if self.returncode is not None:
+                raise self._reaped_error("has been reaped")
+            try:
+                # WNOWAIT: look, never reap. ECHILD: reaped behind our back.
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                raise self._reaped_error("was reaped by something else in this program") from None
+            if os.getpgid(self.pid) != self.pid:
+                raise OSError(
+                    errno.ENOSYS,
+                    f"send_signal(sig, group=True) cannot be done safely here: {why}; "
+                    f"and pid {self.pid} leads no process group of its own, so killpg "
+                    f"cannot stand in (start it with start_new_session=True or "
+                    f"process_group=0, or use Linux >= 6.9)",
+                )
+            # Unreaped and its own group's leader: the group id is its pid.
+            os.killpg(self.pid, sig)
+        finally:
+            if locked:
+                self._waitpid_lock.release()
+
+    def _kill_for_exit(self) -> None:
+        """SIGKILL the child on the way out -- first its whole group, if it
+        leads one, while it is unreaped and so still pins the group id."""
+        if self._leads_group:
+            # Nothing left in the group, not permitted, or no safe way:
+            # the leader itself is still killed below.
+            with contextlib.suppress(OSError):
+                self.send_signal(signal.SIGKILL, group=True)
+        self.kill()
 
 
 class CompletedProcess(subprocess.CompletedProcess[_T]):
@@ -523,7 +636,10 @@ def run(
     The same arguments and behaviour as `subprocess.run` (``input``,
     ``capture_output``, ``timeout``, ``check`` and everything `Popen`
     takes); on timeout the child is killed and reaped before
-    `subprocess.TimeoutExpired` propagates. The result adds the child's
+    `subprocess.TimeoutExpired` propagates. A child that leads its own group
+    (``start_new_session=True`` or ``process_group=0``) has its whole group
+    killed first, before the leader is reaped, so members it started do not
+    survive it and the signal cannot reach a recycled group id. The result adds the child's
     ``rusage`` and ``exit_status``::
 
         import pidfd
@@ -547,14 +663,15 @@ def run(
             stdout, stderr = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
             # communicate() has already put the output so far on the
-            # exception; kill and reap before letting it propagate.
-            process.kill()
+            # exception; kill (the whole group first if the child leads one)
+            # and reap before letting it propagate.
+            process._kill_for_exit()
             process.wait()
             raise
         except BaseException:
             # KeyboardInterrupt included: __exit__ then waits (briefly, for
             # Ctrl-C) as subprocess.run does.
-            process.kill()
+            process._kill_for_exit()
             raise
         returncode = process.poll()
         assert returncode is not None  # communicate() waited

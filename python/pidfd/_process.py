@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from io import BytesIO
@@ -96,13 +95,11 @@ class Process(anyio.abc.Process):
         stdin: PipeSendStream | None,
         stdout: PipeReceiveStream | None,
         stderr: PipeReceiveStream | None,
-        leads_group: bool,
     ) -> None:
         self._popen = popen
         self._stdin = stdin
         self._stdout = stdout
         self._stderr = stderr
-        self._leads_group = leads_group
 
     # -- the anyio.abc.Process interface ------------------------------------------
 
@@ -166,12 +163,14 @@ class Process(anyio.abc.Process):
             returncode = popen.poll()
         return returncode
 
-    def send_signal(self, signal: int) -> None:
+    def send_signal(self, signal: int, *, group: bool = False) -> None:
         """Send ``signal`` through the pidfd; nothing once the process has exited.
 
-        Never reaches another process that reused the pid.
+        Never reaches another process that reused the pid. ``group=True``
+        signals the group the process leads, as :meth:`pidfd.Popen.send_signal`
+        does (``killpg`` while unreaped where the kernel is older than 6.9).
         """
-        self._popen.send_signal(signal)
+        self._popen.send_signal(signal, group=group)
 
     def terminate(self) -> None:
         """Send ``SIGTERM``."""
@@ -235,17 +234,48 @@ class Process(anyio.abc.Process):
         return self._popen
 
     def _kill_for_exit(self) -> None:
-        popen = self._popen
-        if popen.poll() is not None:
-            return
-        if self._leads_group:
-            # The leader is unreaped, so its pid is still its group's id.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGKILL)
-        popen.kill()
+        # Group first, before anything reaps the leader (poll() would, and
+        # a reaped leader no longer pins the group id).
+        self._popen._kill_for_exit()
 
     def __repr__(self) -> str:
         return f"<pidfd.Process pid={self.pid} returncode={self._popen.returncode}>"
+
+
+def _check_command(command: object) -> None:
+    if isinstance(command, str | bytes | os.PathLike):
+        if not os.fspath(command):
+            raise ValueError("command is empty: pass a shell command line or a list of arguments")
+        return
+    if not isinstance(command, Sequence):
+        raise TypeError(
+            "command must be a str (run by the shell) or a sequence of str/bytes/path "
+            f"arguments, not {type(command).__name__}"
+        )
+    if not command:
+        raise ValueError("command is empty: the list needs at least the program to run")
+    for arg in command:
+        if not isinstance(arg, str | bytes | os.PathLike):
+            raise TypeError(
+                f"command arguments must be str, bytes or os.PathLike, not "
+                f"{type(arg).__name__} ({arg!r}): convert them with str()"
+            )
+
+
+def _check_stdio(name: str, value: object) -> None:
+    if value is None or hasattr(value, "fileno"):
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{name} must be subprocess.PIPE, DEVNULL, a file object, an fd or None, "
+            f"not {type(value).__name__}"
+        )
+    if value == subprocess.STDOUT and name != "stderr":
+        raise ValueError(f"subprocess.STDOUT is only valid for stderr, not {name}")
+    if value < 0 and value not in (subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT):
+        raise ValueError(
+            f"{name}={value} is not an fd: use subprocess.PIPE, DEVNULL, a file or an fd >= 0"
+        )
 
 
 def _spawn(
@@ -258,6 +288,9 @@ def _spawn(
     # Our own pipes (close-on-exec on both ends: Popen dup2()s the child's
     # end onto 0/1/2, which clears the flag there only), so that we own raw
     # fds rather than Popen's buffered file objects.
+    _check_command(command)
+    for name, value in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+        _check_stdio(name, value)
     ours: list[int] = []
     theirs: list[int] = []
 
@@ -289,8 +322,6 @@ def _spawn(
                 PipeSendStream(in_mine) if in_mine >= 0 else None,
                 PipeReceiveStream(out_mine) if out_mine >= 0 else None,
                 PipeReceiveStream(err_mine) if err_mine >= 0 else None,
-                leads_group=bool(popen_kwargs.get("start_new_session"))
-                or popen_kwargs.get("process_group") == 0,
             )
         except BaseException:  # pragma: no cover - set_blocking or MemoryError
             popen.kill()
@@ -400,6 +431,11 @@ async def run_process(
     """
     if stdin is not None and input is not None:
         raise ValueError("only one of stdin and input is allowed")
+    if input is not None and not isinstance(input, bytes | bytearray | memoryview):
+        raise TypeError(
+            f"input must be bytes, not {type(input).__name__}"
+            + (" (encode it, e.g. input.encode())" if isinstance(input, str) else "")
+        )
 
     outputs: list[bytes | None] = [None, None]
 

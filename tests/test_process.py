@@ -1,0 +1,547 @@
+"""`pidfd.open_process`, `pidfd.run_process`, `pidfd.Process` (API.md, "Async").
+
+Run under anyio's asyncio and trio backends (the ``anyio_backend`` fixture in
+conftest), one scenario under plain ``asyncio.run``, and the thread count in
+a fresh interpreter under ``asyncio.run`` and ``trio.run`` (so that worker
+threads left idle by other tests cannot hide or fake a thread of ours).
+
+Sizes from the environment, as in ``test_reliability_load.py``:
+
+- ``PIDFD_PROCESS_SOAK``: processes in the no-fd-left soak (default 400;
+  `.ci/run` runs 2,000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+import pidfd
+import pidfd._popen
+from _reliability_helpers import TRUE, is_running, is_unreaped, open_fds, wait_zombie
+from _seccomp import NR_PIDFD_OPEN, Rule, run_snippet
+from _seccomp import SKIP_REASON as SECCOMP_SKIP
+
+PROCESS_SOAK = int(os.environ.get("PIDFD_PROCESS_SOAK", "400"))
+
+# A child that blocks until its stdin is closed, then exits with 0.
+READ_STDIN = [sys.executable, "-c", "import sys; sys.stdin.buffer.read()"]
+UPPER = [sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read().upper())"]
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+async def read_all(stream: anyio.abc.ByteReceiveStream | None) -> bytes:
+    assert stream is not None
+    chunks = [chunk async for chunk in stream]
+    return b"".join(chunks)
+
+
+def no_zombie_children() -> bool:
+    """True if no child of ours has exited unreaped."""
+    try:
+        return os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return True
+
+
+@pytest.fixture
+def processes() -> Iterator[list[pidfd.Process]]:
+    """Processes a test starts; any left unreaped are killed and reaped."""
+    made: list[pidfd.Process] = []
+    yield made
+    for proc in made:
+        popen = proc.popen
+        if popen.poll() is None:
+            with contextlib.suppress(OSError):
+                popen.kill()
+            popen.wait()
+
+
+# -- pipes --------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_echo_through_stdin_and_stdout(processes: list[pidfd.Process]) -> None:
+    proc = await pidfd.open_process(UPPER)
+    processes.append(proc)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    assert proc.pidfd is not None
+    with anyio.fail_after(30):
+        await proc.stdin.send(b"hello through a pidfd ")
+        await proc.stdin.send(b"x" * 200_000)  # more than a pipe holds: awaits writability
+        await proc.stdin.aclose()
+        out = await read_all(proc.stdout)
+        assert await proc.wait() == 0
+    assert out == b"HELLO THROUGH A PIDFD " + b"X" * 200_000
+    assert proc.returncode == 0
+    assert proc.exit_status is not None and proc.exit_status.code == 0
+    assert proc.rusage is not None
+    assert proc.pidfd is None  # reaped: the handle is closed and forgotten
+    await proc.aclose()
+
+
+def test_echo_under_plain_asyncio_run() -> None:
+    """No anyio runner: asyncio.run as a user calls it, run_process and open_process."""
+
+    async def main() -> tuple[bytes, int, bytes, int | None]:
+        async with await pidfd.open_process(UPPER) as proc:
+            assert proc.stdin is not None
+            await proc.stdin.send(b"abc")
+            await proc.stdin.aclose()
+            out = await read_all(proc.stdout)
+            code = await proc.wait()
+        done = await pidfd.run_process(UPPER, input=b"def")
+        return out, code, done.stdout, done.exit_status and done.exit_status.code
+
+    assert asyncio.run(main()) == (b"ABC", 0, b"DEF", 0)
+
+
+@pytest.mark.anyio
+async def test_grandchild_holding_stdout_does_not_delay_wait(
+    processes: list[pidfd.Process],
+) -> None:
+    # The shell prints its background job's pid and exits; the job keeps
+    # the stdout pipe open for 1000 s.
+    proc = await pidfd.open_process(["sh", "-c", "sleep 1000 & echo $!"])
+    processes.append(proc)
+    assert proc.stdout is not None
+    grandchild = int((await proc.stdout.receive()).split()[0])
+    try:
+        with anyio.fail_after(30):
+            assert await proc.wait() == 0
+        # The pipe is still held: wait() did not wait for end of file.
+        os.kill(grandchild, 0)
+        with anyio.fail_after(30):
+            async with proc:  # aclose() does not wait for the pipe either
+                pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(grandchild, signal.SIGKILL)
+
+
+# -- cancellation ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_cancelled_wait_leaves_the_process_running_and_unreaped(
+    processes: list[pidfd.Process],
+) -> None:
+    proc = await pidfd.open_process(READ_STDIN)
+    processes.append(proc)
+    for _ in range(2):  # twice: the first cancelled wait must not break the next
+        with anyio.move_on_after(0.1) as scope:
+            await proc.wait()
+        assert scope.cancelled_caught
+        assert is_running(proc.pid) and is_unreaped(proc.pid)
+        assert proc.returncode is None
+        assert proc.pidfd is not None
+    # Once it exits, nothing reaps it behind the user's back (no background
+    # waiter left over from the cancelled waits): it stays a zombie, with
+    # its status, until the next wait().
+    assert proc.stdin is not None
+    await proc.stdin.aclose()
+    wait_zombie(proc.pid)
+    await anyio.sleep(0.2)  # time for a leftover waiter, if there were one, to reap
+    assert is_unreaped(proc.pid)
+    with anyio.fail_after(30):
+        assert await proc.wait() == 0
+    assert not is_unreaped(proc.pid)
+
+
+@pytest.mark.anyio
+async def test_cancelling_run_process_kills_and_reaps(no_fd_leak: None) -> None:
+    r, w = os.pipe()
+    pid: int | None = None
+    try:
+        code = f"import os, time; os.write({w}, str(os.getpid()).encode()); time.sleep(1000)"
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: pidfd.run_process(python(code), pass_fds=[w]))
+                await anyio.wait_readable(r)
+                pid = int(os.read(r, 64))
+                assert is_running(pid)  # control: it was our running child
+                tg.cancel_scope.cancel()
+        assert pid is not None
+        assert not is_unreaped(pid)  # killed and reaped before the cancellation ended
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        os.close(r)
+        os.close(w)
+        if pid is not None and is_unreaped(pid):  # pragma: no cover - the bug case
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+@pytest.mark.anyio
+async def test_aclose_after_a_cancelled_wait_kills_and_reaps() -> None:
+    before = open_fds()
+    proc = await pidfd.open_process(READ_STDIN, start_new_session=True)
+    try:
+        with anyio.move_on_after(0.1) as scope:
+            await proc.wait()
+        assert scope.cancelled_caught and is_running(proc.pid)
+        # Leaving the block under a cancellation: aclose()'s wait is
+        # cancelled, so it kills and reaps, then lets the cancellation go on.
+        with anyio.CancelScope() as scope:
+            async with proc:
+                scope.cancel()
+        assert scope.cancelled_caught
+        assert proc.popen.returncode == -signal.SIGKILL
+        assert not is_unreaped(proc.pid)
+        assert open_fds() == before
+    finally:
+        if proc.popen.returncode is None:  # pragma: no cover - the bug case
+            proc.popen.kill()
+            proc.popen.wait()
+
+
+# -- streams ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_closing_a_receive_stream_wakes_its_reader(processes: list[pidfd.Process]) -> None:
+    proc = await pidfd.open_process(READ_STDIN)
+    processes.append(proc)
+    assert proc.stdout is not None and proc.stdin is not None
+    stdout = proc.stdout
+    caught: list[BaseException] = []
+
+    async def reader() -> None:
+        try:
+            await stdout.receive()
+        except anyio.ClosedResourceError as exc:
+            caught.append(exc)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await anyio.wait_all_tasks_blocked()
+            await stdout.aclose()
+    assert len(caught) == 1
+    with pytest.raises(anyio.ClosedResourceError):
+        await stdout.receive()
+    await proc.stdin.aclose()
+    with anyio.fail_after(30):
+        assert await proc.wait() == 0
+
+
+@pytest.mark.anyio
+async def test_closing_a_send_stream_wakes_its_writer(processes: list[pidfd.Process]) -> None:
+    # A child that never reads: the pipe fills and send() blocks.
+    proc = await pidfd.open_process(python("import time; time.sleep(1000)"))
+    processes.append(proc)
+    assert proc.stdin is not None
+    stdin = proc.stdin
+    caught: list[BaseException] = []
+
+    async def writer() -> None:
+        try:
+            await stdin.send(b"x" * (4 << 20))
+        except anyio.ClosedResourceError as exc:
+            caught.append(exc)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
+            await anyio.wait_all_tasks_blocked()
+            await stdin.aclose()
+    assert len(caught) == 1
+    proc.kill()
+    with anyio.fail_after(30):
+        assert await proc.wait() == -signal.SIGKILL
+
+
+@pytest.mark.anyio
+async def test_a_stream_cannot_be_read_by_two_tasks_at_once(
+    processes: list[pidfd.Process],
+) -> None:
+    proc = await pidfd.open_process(READ_STDIN)
+    processes.append(proc)
+    assert proc.stdout is not None and proc.stdin is not None
+    stdout = proc.stdout
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stdout.receive)
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(anyio.BusyResourceError):
+                await stdout.receive()
+            await proc.stdin.aclose()  # the child exits: the first reader sees EOF
+            tg.cancel_scope.cancel()
+        assert await proc.wait() == 0
+
+
+# -- run_process ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_run_process_check_raises_with_the_output_attached() -> None:
+    code = "import sys; print('out'); print('err', file=sys.stderr); raise SystemExit(3)"
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        await pidfd.run_process(python(code))
+    exc = info.value
+    assert exc.returncode == 3
+    assert exc.stdout == b"out\n" and exc.stderr == b"err\n"
+    assert exc.cmd == python(code)
+
+    done = await pidfd.run_process(python(code), check=False)
+    assert isinstance(done, pidfd.CompletedProcess)
+    assert (done.returncode, done.stdout, done.stderr) == (3, b"out\n", b"err\n")
+    assert done.exit_status is not None and done.exit_status.code == 3
+    assert done.rusage is not None
+
+
+@pytest.mark.anyio
+async def test_run_process_input_and_redirection(tmp_path: Any) -> None:
+    done = await pidfd.run_process(UPPER, input=b"in")
+    assert done.stdout == b"IN" and done.stderr == b""
+    # A child that exits without reading its input is not an error.
+    done = await pidfd.run_process([TRUE], input=b"y" * (1 << 20))
+    assert done.returncode == 0
+    with open(tmp_path / "out", "wb") as f:
+        done = await pidfd.run_process(
+            python("import sys; print('to file'); print('e', file=sys.stderr)"),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+    assert done.stdout is None and done.stderr is None
+    assert (tmp_path / "out").read_bytes() == b"to file\ne\n"
+
+
+# -- scale ----------------------------------------------------------------------------
+
+THREADS_SCRIPT = r"""
+import json, os, sys, threading
+import pidfd
+
+N = int(sys.argv[2])
+peak = {"threads": 0, "tasks": 0, "samples": 0}
+
+def sample():
+    peak["threads"] = max(peak["threads"], threading.active_count())
+    peak["tasks"] = max(peak["tasks"], len(os.listdir("/proc/self/task")))
+    peak["samples"] += 1
+
+async def one(i):
+    # Alive long enough that every wait() really waits (on the pidfd, or on
+    # a thread if it ever did), not just polls a child that already exited.
+    done = await pidfd.run_process(["sleep", "0.5"], input=b"x")
+    sample()
+    return done.exit_status.code
+
+if sys.argv[1] == "asyncio":
+    import asyncio
+    async def main():
+        async def sampler(stop):
+            while not stop.is_set():
+                sample()
+                await asyncio.sleep(0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(sampler(stop))
+        codes = await asyncio.gather(*(one(i) for i in range(N)))
+        stop.set()
+        await task
+        return codes
+    codes = asyncio.run(main())
+else:
+    import trio
+    async def main():
+        codes = []
+        async def run(i):
+            codes.append(await one(i))
+        async def sampler(stop):
+            while not stop.is_set():
+                sample()
+                await trio.sleep(0)
+        stop = trio.Event()
+        async with trio.open_nursery() as outer:
+            outer.start_soon(sampler, stop)
+            async with trio.open_nursery() as nursery:
+                for i in range(N):
+                    nursery.start_soon(run, i)
+            stop.set()
+        return codes
+    codes = trio.run(main)
+print(json.dumps({"codes": codes, **peak}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_200_concurrent_run_process_on_one_thread(backend: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", THREADS_SCRIPT, backend, "200"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["codes"] == [0] * 200
+    assert out["samples"] > 200  # sampled while the processes ran, not only after
+    assert out["threads"] == 1, out
+    assert out["tasks"] == 1, out  # no OS thread outside threading's view either
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_soak_leaves_no_fd_and_no_zombie() -> None:
+    async def one() -> None:
+        done = await pidfd.run_process([TRUE], input=b"")
+        assert done.returncode == 0
+
+    await one()  # warm-up: lazily opened loop fds (epoll, wake-up pipe) exist now
+    before = open_fds()
+    batch = 50
+    for start in range(0, PROCESS_SOAK, batch):
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(batch, PROCESS_SOAK - start)):
+                tg.start_soon(one)
+    assert open_fds() == before
+    assert no_zombie_children()
+
+
+# -- where pidfd_open is refused ----------------------------------------------------------
+
+
+class _RefusedPidFd:
+    """Stands in for ``PidFd`` in ``pidfd._popen``: ``pidfd_open`` gives ENOSYS."""
+
+    @staticmethod
+    def from_pid(pid: int, *, thread: bool = False) -> Any:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+
+@pytest.fixture
+def pidfd_open_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pidfd._popen, "PidFd", _RefusedPidFd)
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("pidfd_open_refused")
+async def test_falls_back_where_pidfd_open_is_refused(processes: list[pidfd.Process]) -> None:
+    proc = await pidfd.open_process(UPPER)
+    processes.append(proc)
+    assert proc.pidfd is None and proc.popen.pidfd is None  # really without a pidfd
+    assert proc.stdin is not None
+    with anyio.fail_after(30):
+        await proc.stdin.send(b"fallback")
+        await proc.stdin.aclose()
+        assert await read_all(proc.stdout) == b"FALLBACK"
+        assert await proc.wait() == 0
+
+    # A cancelled wait leaves the child unreaped here too.
+    proc = await pidfd.open_process(READ_STDIN)
+    processes.append(proc)
+    with anyio.move_on_after(0.1) as scope:
+        await proc.wait()
+    assert scope.cancelled_caught and is_running(proc.pid) and is_unreaped(proc.pid)
+    proc.terminate()
+    wait_zombie(proc.pid)
+    await anyio.sleep(0.2)  # the abandoned worker thread must not reap it
+    assert is_unreaped(proc.pid)
+    with anyio.fail_after(30):
+        assert await proc.wait() == -signal.SIGTERM
+
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        await pidfd.run_process(python("print('o'); raise SystemExit(5)"))
+    assert info.value.returncode == 5 and info.value.stdout == b"o\n"
+
+
+SECCOMP_FALLBACK = r"""
+import asyncio, subprocess, sys
+import trio
+import pidfd
+
+UPPER = [sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read().upper())"]
+
+async def main():
+    async with await pidfd.open_process(UPPER) as proc:
+        had_pidfd = proc.pidfd is not None
+        await proc.stdin.send(b"seccomp")
+        await proc.stdin.aclose()
+        out = await proc.stdout.receive()
+        code = await proc.wait()
+    done = await pidfd.run_process(["sh", "-c", "echo ok; exit 0"])
+    return [had_pidfd, out.decode(), code, done.stdout.decode()]
+
+report(lambda: [asyncio.run(main()), trio.run(main)])
+"""
+
+
+@pytest.mark.skipif(SECCOMP_SKIP is not None, reason=SECCOMP_SKIP or "")
+def test_falls_back_where_the_kernel_refuses_pidfd_open() -> None:
+    """The real refusal (a seccomp filter: ENOSYS from pidfd_open), both loops."""
+    out = run_snippet(SECCOMP_FALLBACK, [Rule(NR_PIDFD_OPEN, errno.ENOSYS)])
+    assert out["ok"], out
+    expected = [False, "SECCOMP", 0, "ok\n"]
+    assert out["value"] == repr([expected, expected]), out
+    # Control: unfiltered, the same snippet has a pidfd.
+    out = run_snippet(SECCOMP_FALLBACK, [])
+    assert out["value"] == repr([[True, *expected[1:]]] * 2), out
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"command": ""}, ValueError, "command is empty"),
+        ({"command": []}, ValueError, "command is empty"),
+        ({"command": 42}, TypeError, "not int"),
+        ({"command": None}, TypeError, "not NoneType"),
+        ({"command": ["echo", 1]}, TypeError, r"str, bytes or os.PathLike, not int \(1\)"),
+        ({"command": ["/nonexistent/program"]}, FileNotFoundError, "/nonexistent/program"),
+        ({"stdin": "input.txt"}, TypeError, "stdin must be subprocess.PIPE"),
+        ({"stdin": -7}, ValueError, "stdin=-7 is not an fd"),
+        ({"stdout": subprocess.STDOUT}, ValueError, "only valid for stderr"),
+        ({"cwd": "/nonexistent/dir"}, FileNotFoundError, "/nonexistent/dir"),
+    ],
+    ids=[
+        "empty-str",
+        "empty-list",
+        "int",
+        "None",
+        "int-arg",
+        "missing-program",
+        "stdin-str",
+        "stdin-negative",
+        "stdout-STDOUT",
+        "missing-cwd",
+    ],
+)
+async def test_bad_arguments_raise_clearly(
+    kwargs: dict[str, Any], exc: type[Exception], match: str, no_fd_leak: None
+) -> None:
+    kwargs = {"command": [TRUE], **kwargs}
+    command = kwargs.pop("command")
+    with pytest.raises(exc, match=match):
+        await pidfd.open_process(command, **kwargs)
+    with pytest.raises(exc, match=match):
+        await pidfd.run_process(command, **kwargs)
+    assert no_zombie_children()
+
+
+@pytest.mark.anyio
+async def test_run_process_bad_input_raises_clearly(no_fd_leak: None) -> None:
+    with pytest.raises(TypeError, match=r"input must be bytes, not str \(encode it"):
+        await pidfd.run_process(["cat"], input="text")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="only one of stdin and input"):
+        await pidfd.run_process(["cat"], input=b"x", stdin=subprocess.DEVNULL)
+    assert no_zombie_children()
