@@ -21,6 +21,11 @@ from _beyond import Procs
 # Python-level handler here also gives every exec'd child SIG_DFL back.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+# nohup hands SIGHUP ignored the same way, and `pidfd run` rightly leaves an
+# inherited SIG_IGN alone (it neither forwards the signal nor dies of it),
+# which a test of forwarding SIGHUP would take for a bug.
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _reap_quietly(proc: subprocess.Popen[bytes]) -> None:
