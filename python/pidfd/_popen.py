@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import os
 import signal
 import subprocess
@@ -55,6 +56,29 @@ if TYPE_CHECKING:
 __all__ = ["CompletedProcess", "Popen", "run"]
 
 _T = TypeVar("_T")
+
+# How the stock `_internal_poll` reaches `os.waitpid`: through a default
+# argument, so that it still works from `__del__` at interpreter shutdown.
+# CPython 3.11 and 3.12 name it `_waitpid`; 3.13 and later pass `_del_safe`,
+# a class holding `waitpid` with the constants it needs.
+_STOCK_POLL_PARAMS = inspect.signature(subprocess.Popen._internal_poll).parameters  # type: ignore[attr-defined]
+_STOCK_DEL_SAFE: Any = (
+    _STOCK_POLL_PARAMS["_del_safe"].default if "_del_safe" in _STOCK_POLL_PARAMS else None
+)
+
+
+class _DelSafe:
+    """The stock ``_del_safe`` with one object's ``waitpid`` in place of
+    ``os.waitpid``; every other name is the stock one."""
+
+    __slots__ = ("waitpid",)
+
+    def __init__(self, waitpid: Any) -> None:
+        self.waitpid = waitpid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_STOCK_DEL_SAFE, name)
+
 
 # Every pidfd.Popen child by pid, while its object lives: pidfd.Subreaper
 # leaves these alone (their Popen reaps them).
@@ -287,7 +311,7 @@ class Popen(subprocess.Popen[AnyStr]):
             # reports status 0 and so do we; nothing is known of the exit.
             return self.pid, 0
 
-    # -- the stock hooks, the same on 3.11 to 3.13 -----------------------------
+    # -- the stock hooks, on 3.11 to 3.14 ----------------------------------------
 
     def _internal_poll(
         self, _deadstate: int | None = None, *args: Any, **kwargs: Any
@@ -306,9 +330,13 @@ class Popen(subprocess.Popen[AnyStr]):
                 self._waitpid_lock.release()
         if self.returncode is None and not self._on_pidfd:
             if not args:
-                # The stock poll reaps with its `_waitpid` default argument;
-                # hand it ours, which also records rusage and exit_status.
-                kwargs.setdefault("_waitpid", self._waitpid_recording)
+                # The stock poll reaps with the waitpid its default argument
+                # holds; hand it ours, which also records rusage and
+                # exit_status.
+                if "_waitpid" in _STOCK_POLL_PARAMS:
+                    kwargs.setdefault("_waitpid", self._waitpid_recording)
+                elif _STOCK_DEL_SAFE is not None:
+                    kwargs.setdefault("_del_safe", _DelSafe(self._waitpid_recording))
             return super()._internal_poll(_deadstate, *args, **kwargs)  # type: ignore[misc, no-any-return]
         return self.returncode
 
