@@ -54,7 +54,14 @@ SIZES = {
         "w3": {"rounds": 60, "chunks": 3},
         "w4": {"n": 5000, "reps": 3},
         "w5": {"sizes": [200, 2000], "reps": 3},
-        "w6": {"sizes": [200, 2000], "reps": 3, "threads_n": 2000, "threads_of": "all"},
+        "w6": {
+            "sizes": [200, 2000],
+            "reps": 3,
+            "threads_n": 2000,
+            "threads_of": "all",
+            "scale_n": 5000,
+            "scale_reps": 3,
+        },
     },
     "quick": {
         "w1": {"batch": 50, "reps": 5},
@@ -62,7 +69,14 @@ SIZES = {
         "w3": {"rounds": 9, "chunks": 3},
         "w4": {"n": 300, "reps": 1},
         "w5": {"sizes": [20, 50], "reps": 1},
-        "w6": {"sizes": [20, 50], "reps": 1, "threads_n": 50, "threads_of": "ours"},
+        "w6": {
+            "sizes": [20, 50],
+            "reps": 1,
+            "threads_n": 50,
+            "threads_of": "ours",
+            "scale_n": 200,
+            "scale_reps": 1,
+        },
     },
 }
 
@@ -110,6 +124,10 @@ def worker_main(kind: str, cfg: dict, out: str) -> None:
         import w6_async_spawn
 
         result = w6_async_spawn.run_threads(cfg)
+    elif kind == "w6-scale":
+        import w6_async_spawn
+
+        result = w6_async_spawn.run_scale(cfg)
     else:
         raise SystemExit(f"unknown worker kind {kind!r}")
     Path(out).write_text(json.dumps(result))
@@ -302,12 +320,25 @@ def collect_w6(sizes: dict, res: dict, stage: Any) -> None:
         }
         for b in BACKENDS
     }
+    n = w6["scale_n"]
+    stage(f"W6 scale: {n} processes with pipes open at once ...")
+    scale: dict[str, dict[str, list]] = {
+        b: {p: [] for p in w6_async_spawn.SCALE_PEERS} for b in BACKENDS
+    }
+    for rep in range(w6["scale_reps"]):
+        for backend in BACKENDS:
+            for peer in _util.rotate(list(w6_async_spawn.SCALE_PEERS), rep):
+                scale[backend][peer].append(
+                    run_worker("w6-scale", {"backend": backend, "peer": peer, "n": n})
+                )
     res["w6"] = {
         "sizes": w6["sizes"],
         "threads_n": w6["threads_n"],
         "peers": peer_names,
         "timing": timing,
         "threads": threads,
+        "scale_n": n,
+        "scale": scale,
     }
 
 
@@ -448,7 +479,35 @@ def analyse_w6(w6: dict) -> dict:
                 }
             per_n[n] = per_peer
         a6[backend] = {"rivals": rivals, "by_n": per_n}
+        if "scale" in w6:
+            a6[backend]["scale"] = analyse_w6_scale(w6["scale"][backend])
+    if "scale" in w6:
+        a6["scale_n"] = w6["scale_n"]
     return a6
+
+
+def analyse_w6_scale(runs: dict) -> dict:
+    out: dict[str, Any] = {
+        peer: {
+            "alive_at_hold": S([r["alive_at_hold"] for r in rs]),
+            "peak_threads": S([r["peak_threads"] for r in rs]),
+            "fds_growth": S([r["fds_growth"] for r in rs]),
+            "rss_growth_mib": S([r["rss_growth_kib"] / 1024 for r in rs]),
+            "peak_rss_growth_mib": S([r["peak_rss_growth_kib"] / 1024 for r in rs]),
+            "open_all_s": S([r["open_all_s"] for r in rs]),
+            "release_to_reaped_s": S([r["release_to_reaped_s"] for r in rs]),
+        }
+        for peer, rs in runs.items()
+    }
+    # Paired by repetition: floor and ours ran back to back.
+    pairs = list(zip(runs["ours"], runs["floor"], strict=True))
+    out["ours_minus_floor_rss_mib"] = S(
+        [(o["rss_growth_kib"] - f["rss_growth_kib"]) / 1024 for o, f in pairs]
+    )
+    out["ours_minus_floor_peak_rss_mib"] = S(
+        [(o["peak_rss_growth_kib"] - f["peak_rss_growth_kib"]) / 1024 for o, f in pairs]
+    )
+    return out
 
 
 def targets(a: dict) -> list[dict]:
@@ -586,6 +645,38 @@ def targets_w6(w6: dict, add: Any) -> None:
             thr == 1,
             f"peak threads {thr}",
         )
+        if "scale" in b:
+            targets_w6_scale(backend, w6["scale_n"], b["scale"], add)
+
+
+# W6 scale's RSS bound: the same 5 MiB as W4's (1 KiB a child at 5,000). A
+# thread per child costs more than that at once (its stack's touched pages and
+# the interpreter's thread state, several KiB each: tens of MiB at 5,000), and
+# so do asyncio's pipe transports and protocols per child; what is left under
+# the bound is our Process and stream objects against the floor's bare fds.
+W6_SCALE_RSS_MIB = 5
+
+
+def targets_w6_scale(backend: str, n: int, sc: dict, add: Any) -> None:
+    ours, floor = sc["ours"], sc["floor"]
+    alive = min(ours["alive_at_hold"]["min"], floor["alive_at_hold"]["min"])
+    thr, floor_thr = ours["peak_threads"]["max"], floor["peak_threads"]["max"]
+    add(
+        f"W6 scale {backend}: {n} processes with pipes open at once, no thread per "
+        "child (ours threads <= floor threads)",
+        alive == n and thr <= floor_thr,
+        f"alive at once: {alive:.0f} of {n} (fewest over runs and peers); peak threads "
+        f"ours {thr:.0f}, floor {floor_thr:.0f}; fds growth ours "
+        f"{ours['fds_growth']['max']:.0f}, floor {floor['fds_growth']['max']:.0f}",
+    )
+    d, p = sc["ours_minus_floor_rss_mib"], sc["ours_minus_floor_peak_rss_mib"]
+    add(
+        f"W6 scale {backend}: ours RSS <= floor RSS + {W6_SCALE_RSS_MIB} MiB "
+        f"({n} processes with pipes held)",
+        d["median"] <= W6_SCALE_RSS_MIB,
+        f"ours - floor = {d['median']:+.2f} MiB (min {d['min']:+.2f}, max {d['max']:+.2f}); "
+        f"at the peak of the whole run (not the target): {p['median']:+.2f} MiB",
+    )
 
 
 def targets_w5(w5: dict, add: Any) -> None:
@@ -778,6 +869,32 @@ def report_w6(w6: dict, L: list[str]) -> None:
                     f"{'-' if m['peak_threads'] is None else m['peak_threads']} |"
                 )
         L.append("")
+    if "scale_n" in w6:
+        report_w6_scale(w6, L)
+
+
+def report_w6_scale(w6: dict, L: list[str]) -> None:
+    L.append(
+        f"### W6 scale: {w6['scale_n']} `cat` children with stdin and stdout on pipes, "
+        "all alive at once on one event loop, then each fed, closed and waited"
+    )
+    L.append("")
+    L.append(
+        "| backend | peer | alive at once | peak threads | fds growth | RSS growth MiB "
+        "(held) | peak RSS growth MiB | open all s | release → all reaped s |"
+    )
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for backend in BACKENDS:
+        sc = w6[backend]["scale"]
+        for peer in ("floor", "ours"):
+            m = sc[peer]
+            L.append(
+                f"| {backend} | {peer} | {fmt(m['alive_at_hold'], '.0f')} | "
+                f"{fmt(m['peak_threads'], '.0f')} | {fmt(m['fds_growth'], '.0f')} | "
+                f"{fmt(m['rss_growth_mib'], '.1f')} | {fmt(m['peak_rss_growth_mib'], '.1f')} | "
+                f"{fmt(m['open_all_s'], '.2f')} | {fmt(m['release_to_reaped_s'], '.2f')} |"
+            )
+    L.append("")
 
 
 def plot(a: dict, meta: dict, path: Path) -> None:
@@ -906,6 +1023,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--w4-n", type=int, help="children in W4 (default 5000)")
     ap.add_argument(
+        "--w6-scale-n",
+        type=int,
+        help="processes with pipes held at once in W6 scale (default 5000)",
+    )
+    ap.add_argument(
         "--only",
         help="comma-separated workloads to run (e.g. w5); writes DIR/only-<names>.json, no plot",
     )
@@ -929,6 +1051,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = json.loads(json.dumps(SIZES["quick" if args.quick else "default"]))
     if args.w4_n:
         sizes["w4"]["n"] = args.w4_n
+    if args.w6_scale_n:
+        sizes["w6"]["scale_n"] = args.w6_scale_n
     meta = machine()
     meta["mode"] = "quick" if args.quick else "default"
     meta["sizes"] = sizes
