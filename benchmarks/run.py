@@ -59,9 +59,8 @@ SIZES = {
             "reps": 3,
             "threads_n": 2000,
             "threads_of": "all",
-            "scale_n": 5000,
-            "scale_reps": 3,
         },
+        "w6b": {"n": 5000, "reps": 3},
     },
     "quick": {
         "w1": {"batch": 50, "reps": 5},
@@ -74,14 +73,13 @@ SIZES = {
             "reps": 1,
             "threads_n": 50,
             "threads_of": "ours",
-            "scale_n": 200,
-            "scale_reps": 1,
         },
+        "w6b": {"n": 200, "reps": 1},
     },
 }
 
 BACKENDS = ("asyncio", "trio")
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6", "w6b")
 
 
 # --- worker side ----------------------------------------------------------------
@@ -124,7 +122,7 @@ def worker_main(kind: str, cfg: dict, out: str) -> None:
         import w6_async_spawn
 
         result = w6_async_spawn.run_threads(cfg)
-    elif kind == "w6-scale":
+    elif kind == "w6b":
         import w6_async_spawn
 
         result = w6_async_spawn.run_scale(cfg)
@@ -262,6 +260,8 @@ def collect(sizes: dict, only: tuple[str, ...] = WORKLOADS) -> dict:
         res["w5"] = run_worker("w5", sizes["w5"])
     if "w6" in only:
         collect_w6(sizes, res, stage)
+    if "w6b" in only:
+        collect_w6b(sizes, res, stage)
     stage("done")
     return res
 
@@ -320,26 +320,30 @@ def collect_w6(sizes: dict, res: dict, stage: Any) -> None:
         }
         for b in BACKENDS
     }
-    n = w6["scale_n"]
-    stage(f"W6 scale: {n} processes with pipes open at once ...")
-    scale: dict[str, dict[str, list]] = {
-        b: {p: [] for p in w6_async_spawn.SCALE_PEERS} for b in BACKENDS
-    }
-    for rep in range(w6["scale_reps"]):
-        for backend in BACKENDS:
-            for peer in _util.rotate(list(w6_async_spawn.SCALE_PEERS), rep):
-                scale[backend][peer].append(
-                    run_worker("w6-scale", {"backend": backend, "peer": peer, "n": n})
-                )
     res["w6"] = {
         "sizes": w6["sizes"],
         "threads_n": w6["threads_n"],
         "peers": peer_names,
         "timing": timing,
         "threads": threads,
-        "scale_n": n,
-        "scale": scale,
     }
+
+
+def collect_w6b(sizes: dict, res: dict, stage: Any) -> None:
+    import w6_async_spawn
+
+    n = sizes["w6b"]["n"]
+    stage(f"W6b: {n} processes with pipes open at once ...")
+    runs: dict[str, dict[str, list]] = {
+        b: {p: [] for p in w6_async_spawn.SCALE_PEERS} for b in BACKENDS
+    }
+    for rep in range(sizes["w6b"]["reps"]):
+        for backend in BACKENDS:
+            for peer in _util.rotate(list(w6_async_spawn.SCALE_PEERS), rep):
+                runs[backend][peer].append(
+                    run_worker("w6b", {"backend": backend, "peer": peer, "n": n})
+                )
+    res["w6b"] = {"n": n, "runs": runs}
 
 
 def collect_w4(sizes: dict, res: dict, stage: Any) -> None:
@@ -438,6 +442,8 @@ def analyse(raw: dict) -> dict:
         out["w5"] = raw["w5"]
     if "w6" in raw:
         out["w6"] = analyse_w6(raw["w6"])
+    if "w6b" in raw:
+        out["w6b"] = analyse_w6b(raw["w6b"])
     out["targets"] = targets(out)
     return out
 
@@ -479,14 +485,14 @@ def analyse_w6(w6: dict) -> dict:
                 }
             per_n[n] = per_peer
         a6[backend] = {"rivals": rivals, "by_n": per_n}
-        if "scale" in w6:
-            a6[backend]["scale"] = analyse_w6_scale(w6["scale"][backend])
-    if "scale" in w6:
-        a6["scale_n"] = w6["scale_n"]
     return a6
 
 
-def analyse_w6_scale(runs: dict) -> dict:
+def analyse_w6b(w6b: dict) -> dict:
+    return {"n": w6b["n"], **{b: analyse_w6b_backend(w6b["runs"][b]) for b in BACKENDS}}
+
+
+def analyse_w6b_backend(runs: dict) -> dict:
     out: dict[str, Any] = {
         peer: {
             "alive_at_hold": S([r["alive_at_hold"] for r in rs]),
@@ -625,6 +631,8 @@ def targets(a: dict) -> list[dict]:
         targets_w5(a["w5"], add)
     if "w6" in a:
         targets_w6(a["w6"], add)
+    if "w6b" in a:
+        targets_w6b(a["w6b"], add)
     return t
 
 
@@ -645,24 +653,27 @@ def targets_w6(w6: dict, add: Any) -> None:
             thr == 1,
             f"peak threads {thr}",
         )
-        if "scale" in b:
-            targets_w6_scale(backend, w6["scale_n"], b["scale"], add)
 
 
-# W6 scale's RSS bound: the same 5 MiB as W4's (1 KiB a child at 5,000). A
+# W6b's RSS bound: the same 5 MiB as W4's (1 KiB a child at 5,000). A
 # thread per child costs more than that at once (its stack's touched pages and
 # the interpreter's thread state, several KiB each: tens of MiB at 5,000), and
 # so do asyncio's pipe transports and protocols per child; what is left under
 # the bound is our Process and stream objects against the floor's bare fds.
-W6_SCALE_RSS_MIB = 5
+W6B_RSS_MIB = 5
 
 
-def targets_w6_scale(backend: str, n: int, sc: dict, add: Any) -> None:
+def targets_w6b(w6b: dict, add: Any) -> None:
+    for backend in BACKENDS:
+        targets_w6b_backend(backend, w6b["n"], w6b[backend], add)
+
+
+def targets_w6b_backend(backend: str, n: int, sc: dict, add: Any) -> None:
     ours, floor = sc["ours"], sc["floor"]
     alive = min(ours["alive_at_hold"]["min"], floor["alive_at_hold"]["min"])
     thr, floor_thr = ours["peak_threads"]["max"], floor["peak_threads"]["max"]
     add(
-        f"W6 scale {backend}: {n} processes with pipes open at once, no thread per "
+        f"W6b {backend}: {n} processes with pipes open at once, no thread per "
         "child (ours threads <= floor threads)",
         alive == n and thr <= floor_thr,
         f"alive at once: {alive:.0f} of {n} (fewest over runs and peers); peak threads "
@@ -671,9 +682,8 @@ def targets_w6_scale(backend: str, n: int, sc: dict, add: Any) -> None:
     )
     d, p = sc["ours_minus_floor_rss_mib"], sc["ours_minus_floor_peak_rss_mib"]
     add(
-        f"W6 scale {backend}: ours RSS <= floor RSS + {W6_SCALE_RSS_MIB} MiB "
-        f"({n} processes with pipes held)",
-        d["median"] <= W6_SCALE_RSS_MIB,
+        f"W6b {backend}: ours RSS <= floor RSS + {W6B_RSS_MIB} MiB ({n} processes with pipes held)",
+        d["median"] <= W6B_RSS_MIB,
         f"ours - floor = {d['median']:+.2f} MiB (min {d['min']:+.2f}, max {d['max']:+.2f}); "
         f"at the peak of the whole run (not the target): {p['median']:+.2f} MiB",
     )
@@ -807,6 +817,8 @@ def report(a: dict, meta: dict) -> str:
         report_w5(a["w5"], L)
     if "w6" in a:
         report_w6(a["w6"], L)
+    if "w6b" in a:
+        report_w6b(a["w6b"], L)
 
     L.append("### Targets")
     L.append("")
@@ -869,13 +881,11 @@ def report_w6(w6: dict, L: list[str]) -> None:
                     f"{'-' if m['peak_threads'] is None else m['peak_threads']} |"
                 )
         L.append("")
-    if "scale_n" in w6:
-        report_w6_scale(w6, L)
 
 
-def report_w6_scale(w6: dict, L: list[str]) -> None:
+def report_w6b(w6b: dict, L: list[str]) -> None:
     L.append(
-        f"### W6 scale: {w6['scale_n']} `cat` children with stdin and stdout on pipes, "
+        f"### W6b: {w6b['n']} `cat` children with stdin and stdout on pipes, "
         "all alive at once on one event loop, then each fed, closed and waited"
     )
     L.append("")
@@ -885,7 +895,7 @@ def report_w6_scale(w6: dict, L: list[str]) -> None:
     )
     L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for backend in BACKENDS:
-        sc = w6[backend]["scale"]
+        sc = w6b[backend]
         for peer in ("floor", "ours"):
             m = sc[peer]
             L.append(
@@ -1023,9 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--w4-n", type=int, help="children in W4 (default 5000)")
     ap.add_argument(
-        "--w6-scale-n",
-        type=int,
-        help="processes with pipes held at once in W6 scale (default 5000)",
+        "--w6b-n", type=int, help="processes with pipes held at once in W6b (default 5000)"
     )
     ap.add_argument(
         "--only",
@@ -1051,8 +1059,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = json.loads(json.dumps(SIZES["quick" if args.quick else "default"]))
     if args.w4_n:
         sizes["w4"]["n"] = args.w4_n
-    if args.w6_scale_n:
-        sizes["w6"]["scale_n"] = args.w6_scale_n
+    if args.w6b_n:
+        sizes["w6b"]["n"] = args.w6b_n
     meta = machine()
     meta["mode"] = "quick" if args.quick else "default"
     meta["sizes"] = sizes

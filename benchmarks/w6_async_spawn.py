@@ -206,9 +206,9 @@ def run_threads(cfg: dict) -> dict:
     return {"peak_threads": peak[0]}
 
 
-# --- scale: N processes with pipes open at once ------------------------------------
+# --- W6b, scale: N processes with pipes open at once ------------------------------------
 #
-# ``run_scale``: one fresh interpreter per (backend, peer, repetition), as in
+# ``run_scale`` (W6b): one fresh interpreter per (backend, peer, repetition), as in
 # W4. N ``cat`` children are started, each with its stdin and stdout on pipes
 # (stderr inherited), and all N are held open and alive at once on the one
 # event loop: each ``cat`` blocks reading its stdin. Then threads, open fds and
@@ -356,14 +356,14 @@ def run_scale(cfg: dict) -> dict:
     if nproc != resource.RLIM_INFINITY and nproc < n + 256:
         raise RuntimeError(
             f"RLIMIT_NPROC (ulimit -u) is {nproc}: too low for {n} children at once; "
-            f"raise it or pass a smaller --w6-scale-n"
+            f"raise it or pass a smaller --w6b-n"
         )
     want = (FDS_PER_CHILD + 1) * n + 256
     limit = _util.raise_nofile(want)
     if limit < FDS_PER_CHILD * n + 128:
         raise RuntimeError(
             f"RLIMIT_NOFILE allows only {limit} fds, {FDS_PER_CHILD} a child are needed: "
-            f"raise the hard limit (ulimit -Hn) or pass a smaller --w6-scale-n than {n}"
+            f"raise the hard limit (ulimit -Hn) or pass a smaller --w6b-n than {n}"
         )
     try:
         anyio.run(
