@@ -418,17 +418,16 @@ class Popen(subprocess.Popen[AnyStr]):
                 handle.send_signal(sig, group=True)
             except ValueError:
                 # Closed: by another thread that reaped the child, or by the
-                # user (then the stock path below decides).
-                if self.returncode is not None:
-                    raise self._reaped_error("has been reaped") from None
+                # user. The fallback's own check under the lock tells which.
+                pass
             except OSError as exc:
                 if exc.errno != errno.ENOSYS:
                     raise
                 refused = exc
             else:
                 return
-        elif self.returncode is not None:
-            raise self._reaped_error("has been reaped")
+        # Reaped already (the pidfd is gone), or no group signals: the
+        # fallback refuses a reaped leader itself.
         self._killpg_while_unreaped(sig, refused)
 
     def _killpg_while_unreaped(self, sig: int, refused: OSError | None) -> None:
