@@ -655,11 +655,10 @@ def targets_w6(w6: dict, add: Any) -> None:
         )
 
 
-# W6b's RSS bound: the same 5 MiB as W4's (1 KiB a child at 5,000). A
-# thread per child costs more than that at once (its stack's touched pages and
-# the interpreter's thread state, several KiB each: tens of MiB at 5,000), and
-# so do asyncio's pipe transports and protocols per child; what is left under
-# the bound is our Process and stream objects against the floor's bare fds.
+# W6b's RSS bound: the same 5 MiB as W4's (1 KiB a child at 5,000). A thread
+# per child would cost far more (a Python thread blocked on an Event adds about
+# 16 KiB of RSS: some 78 MiB at 5,000); what fits under the bound is our Process
+# and stream objects against the floor's bare fds.
 W6B_RSS_MIB = 5
 
 
