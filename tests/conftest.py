@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import subprocess
@@ -21,6 +22,11 @@ from _beyond import Procs
 # Python-level handler here also gives every exec'd child SIG_DFL back.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+# nohup hands SIGHUP ignored the same way, and `pidfd run` rightly leaves an
+# inherited SIG_IGN alone (it neither forwards the signal nor dies of it),
+# which a test of forwarding SIGHUP would take for a bug.
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _reap_quietly(proc: subprocess.Popen[bytes]) -> None:
@@ -110,3 +116,37 @@ def procs() -> Iterator[Procs]:
 def kind(request: pytest.FixtureRequest) -> str:
     """Run a test once on a child of ours and once on an unrelated process."""
     return str(request.param)
+
+
+# scripts/free-threaded's thread-stress run (pytest-run-parallel) runs every
+# test on several threads at once. A test that owns state of the whole
+# process runs on one thread there instead, marked `thread_unsafe` with the
+# reason; without the plugin the marker does nothing.
+_PROCESS_WIDE_FIXTURES = {
+    "no_fd_leak": "counts the fds of the whole process",
+    "restore_signals": "sets signal handlers",
+    "sigchld_ignored": "sets SIGCHLD to SIG_IGN",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "thread_unsafe(reason): owns process-wide state (signal handlers, SIGCHLD, "
+        "rlimits, the fd table): one thread at a time under pytest-run-parallel",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("thread_unsafe") is not None:
+            continue
+        reason = None
+        if inspect.iscoroutinefunction(getattr(item, "obj", None)):
+            # The anyio plugin runs the coroutine itself; pytest-run-parallel
+            # wraps the function in a synchronous one and never awaits it.
+            reason = "an async test (pytest-run-parallel cannot run a coroutine)"
+        for name in getattr(item, "fixturenames", ()):
+            reason = reason or _PROCESS_WIDE_FIXTURES.get(name)
+        if reason is not None:
+            item.add_marker(pytest.mark.thread_unsafe(reason=reason))

@@ -30,6 +30,11 @@ from pidfd import PidFd
 from pidfd._cli import main
 from pidfd._native import _REAP_GRACE
 
+# Each test runs the pidfd command in a child process (some call main() here
+# with redirected stdio): four threads at once would stress no state of this
+# process, only the machine.
+pytestmark = pytest.mark.thread_unsafe(reason="runs the pidfd command as a child process")
+
 _script = Path(sys.executable).with_name("pidfd")
 PIDFD = [str(_script)] if _script.exists() else [sys.executable, "-m", "pidfd"]
 

@@ -245,6 +245,7 @@ def test_wait_nan_timeout_is_value_error(spawn) -> None:
             handle.wait(timeout="1")  # type: ignore[arg-type]
 
 
+@pytest.mark.thread_unsafe(reason="sends SIGINT to this process")
 def test_ctrl_c_interrupts_wait_and_leaves_child_unreaped(spawn) -> None:
     child = spawn(SLEEP)
     timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
@@ -261,6 +262,7 @@ def test_ctrl_c_interrupts_wait_and_leaves_child_unreaped(spawn) -> None:
         assert handle.wait(timeout=10).status.signal == signal.SIGTERM
 
 
+@pytest.mark.thread_unsafe(reason="sets the SIGALRM handler and timer")
 def test_raising_signal_handler_interrupts_wait(spawn) -> None:
     class Alarm(Exception):
         pass
@@ -306,6 +308,7 @@ def test_not_our_child_fails_at_once_pointing_to_wait_exit() -> None:
         assert time.monotonic() - start < 1
 
 
+@pytest.mark.thread_unsafe(reason="sets SIGCHLD to SIG_IGN")
 def test_auto_reaped_child_says_sigchld_is_ignored() -> None:
     old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:

@@ -196,6 +196,7 @@ def test_wait_timeout_blocks_instead_of_sleeping_in_a_loop(
     assert switches and switches[0] < 8, switches
 
 
+@pytest.mark.thread_unsafe(reason="sends SIGINT to this process")
 def test_ctrl_c_interrupts_wait_and_leaves_child_reapable(
     popens: list[pidfd.Popen[Any]], restore_signals: None
 ) -> None:
@@ -594,6 +595,7 @@ class _Recording(pidfd.Popen[bytes]):
         super()._close_pidfd()
 
 
+@pytest.mark.thread_unsafe(reason="records into a class attribute")
 def test_close_pidfd_hook_runs_once_before_the_close() -> None:
     _Recording.closing = []
     p = _Recording([SLEEP, "30"])

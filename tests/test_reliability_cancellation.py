@@ -373,6 +373,7 @@ PLAIN: dict[str, Callable[[AsyncPidFd], None]] = {
 }
 
 
+@pytest.mark.thread_unsafe(reason="counts the fds of the whole process")
 @pytest.mark.parametrize("style", list(PLAIN))
 def test_plain_loop_cancellation(style: str, children: Children) -> None:
     pid = children.sleep(30)

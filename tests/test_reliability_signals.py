@@ -20,6 +20,9 @@ import pidfd
 from _reliability_helpers import Children, is_running, is_unreaped
 from pidfd import AsyncPidFd, PidFd
 
+# Signal handlers, timers and Ctrl-C belong to the whole process.
+pytestmark = pytest.mark.thread_unsafe(reason="sets signal handlers, signals this process")
+
 children = rh.children_fixture
 
 # The promise is 100 ms from the signal to the exception in the caller.

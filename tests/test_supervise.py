@@ -158,6 +158,7 @@ def _start_daemon(w: int, r: int, *, ignore_term: bool = False) -> int:
     return pid
 
 
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 def test_subreaper_adopts_and_reaps_a_double_forked_daemon(pid_pipe: tuple[int, int]) -> None:
     r, w = pid_pipe
     with pidfd.Subreaper(grace=10) as reaper:
@@ -173,6 +174,7 @@ def test_subreaper_adopts_and_reaps_a_double_forked_daemon(pid_pipe: tuple[int, 
     assert all(h.closed for h in held)
 
 
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 def test_subreaper_kills_what_ignores_sigterm_after_the_grace(pid_pipe: tuple[int, int]) -> None:
     r, w = pid_pipe
     with pidfd.Subreaper(grace=0.5) as reaper:
@@ -182,6 +184,7 @@ def test_subreaper_kills_what_ignores_sigterm_after_the_grace(pid_pipe: tuple[in
     assert reaper.signalled[daemon] == signal.SIGKILL
 
 
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 def test_subreaper_reaps_the_orphans_of_orphans(pid_pipe: tuple[int, int]) -> None:
     # A daemonised shell with a child of its own: when SIGTERM ends the
     # shell, its child is re-parented to us in turn, and is ended too.
@@ -194,6 +197,7 @@ def test_subreaper_reaps_the_orphans_of_orphans(pid_pipe: tuple[int, int]) -> No
     assert all(s is not None and s.signal == signal.SIGTERM for s in reaper.reaped.values())
 
 
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 def test_subreaper_leaves_other_children_to_their_owners() -> None:
     before = subprocess.Popen(["sleep", "60"])  # a child from before the block
     try:
@@ -210,6 +214,7 @@ def test_subreaper_leaves_other_children_to_their_owners() -> None:
     assert before.wait() == -signal.SIGKILL
 
 
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 def test_subreaper_reap_collects_exited_orphans_during_the_block() -> None:
     with pidfd.Subreaper(grace=10) as reaper:
         pidfd.run(["sh", "-c", "setsid sh -c 'exit 7' &"])
@@ -221,6 +226,7 @@ def test_subreaper_reap_collects_exited_orphans_during_the_block() -> None:
     assert reaper.signalled == {}  # nothing was left to signal
 
 
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 def test_subreaper_restores_the_previous_setting() -> None:
     from pidfd._native import _child_subreaper
 
@@ -233,12 +239,14 @@ def test_subreaper_restores_the_previous_setting() -> None:
     assert _child_subreaper() is False
 
 
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 @pytest.mark.parametrize("grace", [-1.0, float("nan")])
 def test_subreaper_grace_is_checked(grace: float) -> None:
     with pytest.raises(ValueError, match="grace"):
         pidfd.Subreaper(grace=grace)
 
 
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 def test_subreaper_outside_its_block() -> None:
     reaper = pidfd.Subreaper()
     with pytest.raises(ValueError, match="not active"):
@@ -246,6 +254,7 @@ def test_subreaper_outside_its_block() -> None:
     reaper.close()  # idempotent, harmless
 
 
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 @pytest.mark.anyio
 async def test_subreaper_async_with_awaits_the_grace(pid_pipe: tuple[int, int]) -> None:
     r, w = pid_pipe
@@ -259,6 +268,7 @@ async def test_subreaper_async_with_awaits_the_grace(pid_pipe: tuple[int, int]) 
     assert reaper.signalled[daemon] == signal.SIGKILL  # type: ignore[index]
 
 
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 @pytest.mark.anyio
 async def test_subreaper_aclose_does_not_block_the_loop(
     pid_pipe: tuple[int, int], ticker: Ticker

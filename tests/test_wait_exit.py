@@ -119,6 +119,7 @@ def test_wait_exit_child_reaped_by_someone_else(procs):
             assert status is None
 
 
+@pytest.mark.thread_unsafe(reason="sets SIGCHLD to SIG_IGN")
 def test_wait_exit_child_auto_reaped_with_sigchld_ignored(procs):
     old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:

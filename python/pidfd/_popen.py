@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import os
 import signal
 import subprocess
@@ -55,6 +56,29 @@ if TYPE_CHECKING:
 __all__ = ["CompletedProcess", "Popen", "run"]
 
 _T = TypeVar("_T")
+
+# How the stock `_internal_poll` reaches `os.waitpid`: through a default
+# argument, so that it still works from `__del__` at interpreter shutdown.
+# CPython 3.11 and 3.12 name it `_waitpid`; 3.13 and later pass `_del_safe`,
+# a class holding `waitpid` with the constants it needs.
+_STOCK_POLL_PARAMS = inspect.signature(subprocess.Popen._internal_poll).parameters  # type: ignore[attr-defined]
+_STOCK_DEL_SAFE: Any = (
+    _STOCK_POLL_PARAMS["_del_safe"].default if "_del_safe" in _STOCK_POLL_PARAMS else None
+)
+
+
+class _DelSafe:
+    """The stock ``_del_safe`` with one object's ``waitpid`` in place of
+    ``os.waitpid``; every other name is the stock one."""
+
+    __slots__ = ("waitpid",)
+
+    def __init__(self, waitpid: Any) -> None:
+        self.waitpid = waitpid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_STOCK_DEL_SAFE, name)
+
 
 # Every pidfd.Popen child by pid, while its object lives: pidfd.Subreaper
 # leaves these alone (their Popen reaps them).
@@ -287,7 +311,7 @@ class Popen(subprocess.Popen[AnyStr]):
             # reports status 0 and so do we; nothing is known of the exit.
             return self.pid, 0
 
-    # -- the stock hooks, the same on 3.11 to 3.13 -----------------------------
+    # -- the stock hooks, on 3.11 to 3.14 ----------------------------------------
 
     def _internal_poll(
         self, _deadstate: int | None = None, *args: Any, **kwargs: Any
@@ -306,9 +330,13 @@ class Popen(subprocess.Popen[AnyStr]):
                 self._waitpid_lock.release()
         if self.returncode is None and not self._on_pidfd:
             if not args:
-                # The stock poll reaps with its `_waitpid` default argument;
-                # hand it ours, which also records rusage and exit_status.
-                kwargs.setdefault("_waitpid", self._waitpid_recording)
+                # The stock poll reaps with the waitpid its default argument
+                # holds; hand it ours, which also records rusage and
+                # exit_status.
+                if "_waitpid" in _STOCK_POLL_PARAMS:
+                    kwargs.setdefault("_waitpid", self._waitpid_recording)
+                elif _STOCK_DEL_SAFE is not None:
+                    kwargs.setdefault("_del_safe", _DelSafe(self._waitpid_recording))
             return super()._internal_poll(_deadstate, *args, **kwargs)  # type: ignore[misc, no-any-return]
         return self.returncode
 
@@ -411,7 +439,6 @@ class Popen(subprocess.Popen[AnyStr]):
         _check_signal_range(sig)
         # No poll() first, unlike a plain signal: reaping a zombie leader
         # would free the group id while members may still run.
-        refused: OSError | None = None
         handle = self.pidfd
         if self._on_pidfd and handle is not None:
             try:
@@ -423,25 +450,19 @@ class Popen(subprocess.Popen[AnyStr]):
             except OSError as exc:
                 if exc.errno != errno.ENOSYS:
                     raise
-                refused = exc
             else:
                 return
-        # Reaped already (the pidfd is gone), or no group signals: the
-        # fallback refuses a reaped leader itself.
-        self._killpg_while_unreaped(sig, refused)
+        # Reaped already (the pidfd is gone), or no group signals (ENOSYS,
+        # before Linux 6.9): the fallback refuses a reaped leader itself.
+        self._killpg_while_unreaped(sig)
 
-    def _killpg_while_unreaped(self, sig: int, refused: OSError | None) -> None:
+    def _killpg_while_unreaped(self, sig: int) -> None:
         """The fallback for kernels without group signals (or without a pidfd).
 
         ``killpg`` names the group by number; that number is safe only while
         the leader is unreaped, so the check and the signal happen under
         ``_waitpid_lock``, which every reap by this object takes.
         """
-        why = (
-            str(refused)
-            if refused is not None
-            else "this Popen has no pidfd (pidfd_open was refused when it started)"
-        )
         # Our own reaps hold the lock only for a non-blocking waitid; the
         # stock wait (no pidfd) holds it while it blocks, and then the child
         # is unreaped until it exits: signalling without the lock is the
@@ -456,12 +477,15 @@ class Popen(subprocess.Popen[AnyStr]):
             except ChildProcessError:
                 raise self._reaped_error("was reaped by something else in this program") from None
             if os.getpgid(self.pid) != self.pid:
-                raise OSError(
-                    errno.ENOSYS,
-                    f"send_signal(sig, group=True) cannot be done safely here: {why}; "
-                    f"and pid {self.pid} leads no process group of its own, so killpg "
-                    f"cannot stand in (start it with start_new_session=True or "
-                    f"process_group=0, or use Linux >= 6.9)",
+                # What the kernel's group signal says on Linux >= 6.9, on
+                # every kernel: no group has this unreaped child's pid as its
+                # id (one could only be the child's own), so there is no
+                # group to signal. Not the ENOSYS below: nothing is missing.
+                raise ProcessLookupError(
+                    errno.ESRCH,
+                    f"pid {self.pid} leads no process group (start it with "
+                    f"start_new_session=True or process_group=0 to make it lead one); "
+                    f"signal {sig} was not sent",
                 )
             # Unreaped and its own group's leader: the group id is its pid.
             os.killpg(self.pid, sig)

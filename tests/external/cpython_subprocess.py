@@ -26,7 +26,10 @@ installed from it (its dependencies come from the package index). Without,
 the ``pidfd`` and ``anyio`` this script can import (e.g. an editable
 install: the extension is abi3, so one build serves every version) are put
 on the path of a fresh virtualenv. Both runs of one interpreter go side by
-side; the whole thing takes about 40 s per interpreter. Exit status 0 when
+side; the whole thing takes about 40 s per interpreter. A free-threaded
+CPython runs only with ``--wheel`` naming the version-specific wheel built
+for it (``scripts/free-threaded`` does so for 3.14t); the abi3 one cannot
+load there. Exit status 0 when
 every interpreter met the bar, 1 when one did not, 2 when none was found.
 """
 
@@ -42,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import unittest
 from pathlib import Path
 
@@ -187,6 +191,28 @@ def candidates(explicit: list[str]) -> list[str]:
     return found
 
 
+def wheel_unfit(found: dict[str, object], wheel: str | None) -> str | None:
+    """Why the module under test cannot load in this interpreter, or ``None``.
+
+    The abi3 wheel (and an editable build) serves every CPython >= 3.11 with
+    a GIL; a free-threaded one needs the version-specific wheel built for it
+    (``cp314-cp314t``, as scripts/free-threaded builds), given as ``--wheel``.
+    """
+    version: list[int] = found["version"]  # type: ignore[assignment]
+    # name-version(-build)?-python-abi-platform.whl
+    abi = Path(wheel).name.split("-")[-2] if wheel else "abi3"
+    own = f"cp{version[0]}{version[1]}t"
+    if found["gil_disabled"]:
+        if abi == own:
+            return None
+        if wheel:
+            return f"free-threaded, cannot load a {abi} wheel (needs a {own} one)"
+        return f"free-threaded, cannot load the abi3 extension (pass --wheel with a {own} wheel)"
+    if abi != "abi3":
+        return f"the wheel is built for {abi} only"
+    return None
+
+
 def make_env(py: str, workdir: Path, wheel: str | None) -> str:
     """A fresh virtualenv for ``py`` with pidfd importable; returns its python."""
     venv = workdir / "venv"
@@ -268,6 +294,7 @@ def compare(stock: dict[str, list[str]], ours: dict[str, list[str]]) -> tuple[li
 
 
 def check(py: str, label: str, wheel: str | None, patterns: list[str]) -> bool:
+    start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pidfd-cpython-") as tmp:
         work = Path(tmp)
         vpy = make_env(py, work, wheel)
@@ -305,7 +332,8 @@ def check(py: str, label: str, wheel: str | None, patterns: list[str]) -> bool:
         print(f"    note: {n}")
     for p in problems:
         print(f"    PROBLEM: {p}")
-    print(f"--- {label}: {'MET' if not problems else 'NOT MET'}")
+    elapsed = time.monotonic() - start
+    print(f"--- {label}: {'MET' if not problems else 'NOT MET'} ({elapsed:.0f} s)")
     return not problems
 
 
@@ -335,8 +363,8 @@ def main() -> int:
             continue
         if found["implementation"] != "cpython" or version < (3, 11):
             skipped.append(f"{label}: not CPython >= 3.11")
-        elif found["gil_disabled"]:
-            skipped.append(f"{label}: free-threaded, cannot load the abi3 extension")
+        elif (unfit := wheel_unfit(found, wheel)) is not None:
+            skipped.append(f"{label}: {unfit}")
         elif found["has_tests"] is not True:
             skipped.append(
                 f"{label}: no test package ({found['has_tests']}); on Debian/Ubuntu install "
