@@ -283,11 +283,19 @@ impl Drop for PidFd {
             let Ok(message) = CString::new(message) else {
                 return;
             };
+            // A handle is often dropped while an exception propagates (a
+            // call on a temporary handle raised): set it aside for the
+            // warning and put it back, or the warning machinery would see it
+            // and the caller would get a SystemError instead.
+            let pending = PyErr::take(py);
             // An error here is the warning turned into one (`-W error`);
             // a destructor cannot raise, so report it as CPython does for
             // an unclosed file.
             if let Err(e) = PyErr::warn(py, category.as_any(), &message, 1) {
                 e.write_unraisable(py, None);
+            }
+            if let Some(pending) = pending {
+                pending.restore(py);
             }
         });
     }
