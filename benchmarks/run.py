@@ -54,7 +54,13 @@ SIZES = {
         "w3": {"rounds": 60, "chunks": 3},
         "w4": {"n": 5000, "reps": 3},
         "w5": {"sizes": [200, 2000], "reps": 3},
-        "w6": {"sizes": [200, 2000], "reps": 3, "threads_n": 2000, "threads_of": "all"},
+        "w6": {
+            "sizes": [200, 2000],
+            "reps": 3,
+            "threads_n": 2000,
+            "threads_of": "all",
+        },
+        "w6b": {"n": 5000, "reps": 3},
     },
     "quick": {
         "w1": {"batch": 50, "reps": 5},
@@ -62,12 +68,18 @@ SIZES = {
         "w3": {"rounds": 9, "chunks": 3},
         "w4": {"n": 300, "reps": 1},
         "w5": {"sizes": [20, 50], "reps": 1},
-        "w6": {"sizes": [20, 50], "reps": 1, "threads_n": 50, "threads_of": "ours"},
+        "w6": {
+            "sizes": [20, 50],
+            "reps": 1,
+            "threads_n": 50,
+            "threads_of": "ours",
+        },
+        "w6b": {"n": 200, "reps": 1},
     },
 }
 
 BACKENDS = ("asyncio", "trio")
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6", "w6b")
 
 
 # --- worker side ----------------------------------------------------------------
@@ -110,6 +122,10 @@ def worker_main(kind: str, cfg: dict, out: str) -> None:
         import w6_async_spawn
 
         result = w6_async_spawn.run_threads(cfg)
+    elif kind == "w6b":
+        import w6_async_spawn
+
+        result = w6_async_spawn.run_scale(cfg)
     else:
         raise SystemExit(f"unknown worker kind {kind!r}")
     Path(out).write_text(json.dumps(result))
@@ -244,6 +260,8 @@ def collect(sizes: dict, only: tuple[str, ...] = WORKLOADS) -> dict:
         res["w5"] = run_worker("w5", sizes["w5"])
     if "w6" in only:
         collect_w6(sizes, res, stage)
+    if "w6b" in only:
+        collect_w6b(sizes, res, stage)
     stage("done")
     return res
 
@@ -309,6 +327,23 @@ def collect_w6(sizes: dict, res: dict, stage: Any) -> None:
         "timing": timing,
         "threads": threads,
     }
+
+
+def collect_w6b(sizes: dict, res: dict, stage: Any) -> None:
+    import w6_async_spawn
+
+    n = sizes["w6b"]["n"]
+    stage(f"W6b: {n} processes with pipes open at once ...")
+    runs: dict[str, dict[str, list]] = {
+        b: {p: [] for p in w6_async_spawn.SCALE_PEERS} for b in BACKENDS
+    }
+    for rep in range(sizes["w6b"]["reps"]):
+        for backend in BACKENDS:
+            for peer in _util.rotate(list(w6_async_spawn.SCALE_PEERS), rep):
+                runs[backend][peer].append(
+                    run_worker("w6b", {"backend": backend, "peer": peer, "n": n})
+                )
+    res["w6b"] = {"n": n, "runs": runs}
 
 
 def collect_w4(sizes: dict, res: dict, stage: Any) -> None:
@@ -407,6 +442,8 @@ def analyse(raw: dict) -> dict:
         out["w5"] = raw["w5"]
     if "w6" in raw:
         out["w6"] = analyse_w6(raw["w6"])
+    if "w6b" in raw:
+        out["w6b"] = analyse_w6b(raw["w6b"])
     out["targets"] = targets(out)
     return out
 
@@ -449,6 +486,34 @@ def analyse_w6(w6: dict) -> dict:
             per_n[n] = per_peer
         a6[backend] = {"rivals": rivals, "by_n": per_n}
     return a6
+
+
+def analyse_w6b(w6b: dict) -> dict:
+    return {"n": w6b["n"], **{b: analyse_w6b_backend(w6b["runs"][b]) for b in BACKENDS}}
+
+
+def analyse_w6b_backend(runs: dict) -> dict:
+    out: dict[str, Any] = {
+        peer: {
+            "alive_at_hold": S([r["alive_at_hold"] for r in rs]),
+            "peak_threads": S([r["peak_threads"] for r in rs]),
+            "fds_growth": S([r["fds_growth"] for r in rs]),
+            "rss_growth_mib": S([r["rss_growth_kib"] / 1024 for r in rs]),
+            "peak_rss_growth_mib": S([r["peak_rss_growth_kib"] / 1024 for r in rs]),
+            "open_all_s": S([r["open_all_s"] for r in rs]),
+            "release_to_reaped_s": S([r["release_to_reaped_s"] for r in rs]),
+        }
+        for peer, rs in runs.items()
+    }
+    # Paired by repetition: floor and ours ran back to back.
+    pairs = list(zip(runs["ours"], runs["floor"], strict=True))
+    out["ours_minus_floor_rss_mib"] = S(
+        [(o["rss_growth_kib"] - f["rss_growth_kib"]) / 1024 for o, f in pairs]
+    )
+    out["ours_minus_floor_peak_rss_mib"] = S(
+        [(o["peak_rss_growth_kib"] - f["peak_rss_growth_kib"]) / 1024 for o, f in pairs]
+    )
+    return out
 
 
 def targets(a: dict) -> list[dict]:
@@ -566,6 +631,8 @@ def targets(a: dict) -> list[dict]:
         targets_w5(a["w5"], add)
     if "w6" in a:
         targets_w6(a["w6"], add)
+    if "w6b" in a:
+        targets_w6b(a["w6b"], add)
     return t
 
 
@@ -586,6 +653,39 @@ def targets_w6(w6: dict, add: Any) -> None:
             thr == 1,
             f"peak threads {thr}",
         )
+
+
+# W6b's RSS bound: the same 5 MiB as W4's (1 KiB a child at 5,000). A thread
+# per child would cost far more (a Python thread blocked on an Event adds about
+# 16 KiB of RSS: some 78 MiB at 5,000); what fits under the bound is our Process
+# and stream objects against the floor's bare fds.
+W6B_RSS_MIB = 5
+
+
+def targets_w6b(w6b: dict, add: Any) -> None:
+    for backend in BACKENDS:
+        targets_w6b_backend(backend, w6b["n"], w6b[backend], add)
+
+
+def targets_w6b_backend(backend: str, n: int, sc: dict, add: Any) -> None:
+    ours, floor = sc["ours"], sc["floor"]
+    alive = min(ours["alive_at_hold"]["min"], floor["alive_at_hold"]["min"])
+    thr, floor_thr = ours["peak_threads"]["max"], floor["peak_threads"]["max"]
+    add(
+        f"W6b {backend}: {n} processes with pipes open at once, no thread per "
+        "child (ours threads <= floor threads)",
+        alive == n and thr <= floor_thr,
+        f"alive at once: {alive:.0f} of {n} (fewest over runs and peers); peak threads "
+        f"ours {thr:.0f}, floor {floor_thr:.0f}; fds growth ours "
+        f"{ours['fds_growth']['max']:.0f}, floor {floor['fds_growth']['max']:.0f}",
+    )
+    d, p = sc["ours_minus_floor_rss_mib"], sc["ours_minus_floor_peak_rss_mib"]
+    add(
+        f"W6b {backend}: ours RSS <= floor RSS + {W6B_RSS_MIB} MiB ({n} processes with pipes held)",
+        d["median"] <= W6B_RSS_MIB,
+        f"ours - floor = {d['median']:+.2f} MiB (min {d['min']:+.2f}, max {d['max']:+.2f}); "
+        f"at the peak of the whole run (not the target): {p['median']:+.2f} MiB",
+    )
 
 
 def targets_w5(w5: dict, add: Any) -> None:
@@ -716,6 +816,8 @@ def report(a: dict, meta: dict) -> str:
         report_w5(a["w5"], L)
     if "w6" in a:
         report_w6(a["w6"], L)
+    if "w6b" in a:
+        report_w6b(a["w6b"], L)
 
     L.append("### Targets")
     L.append("")
@@ -778,6 +880,30 @@ def report_w6(w6: dict, L: list[str]) -> None:
                     f"{'-' if m['peak_threads'] is None else m['peak_threads']} |"
                 )
         L.append("")
+
+
+def report_w6b(w6b: dict, L: list[str]) -> None:
+    L.append(
+        f"### W6b: {w6b['n']} `cat` children with stdin and stdout on pipes, "
+        "all alive at once on one event loop, then each fed, closed and waited"
+    )
+    L.append("")
+    L.append(
+        "| backend | peer | alive at once | peak threads | fds growth | RSS growth MiB "
+        "(held) | peak RSS growth MiB | open all s | release → all reaped s |"
+    )
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for backend in BACKENDS:
+        sc = w6b[backend]
+        for peer in ("floor", "ours"):
+            m = sc[peer]
+            L.append(
+                f"| {backend} | {peer} | {fmt(m['alive_at_hold'], '.0f')} | "
+                f"{fmt(m['peak_threads'], '.0f')} | {fmt(m['fds_growth'], '.0f')} | "
+                f"{fmt(m['rss_growth_mib'], '.1f')} | {fmt(m['peak_rss_growth_mib'], '.1f')} | "
+                f"{fmt(m['open_all_s'], '.2f')} | {fmt(m['release_to_reaped_s'], '.2f')} |"
+            )
+    L.append("")
 
 
 def plot(a: dict, meta: dict, path: Path) -> None:
@@ -906,6 +1032,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--w4-n", type=int, help="children in W4 (default 5000)")
     ap.add_argument(
+        "--w6b-n", type=int, help="processes with pipes held at once in W6b (default 5000)"
+    )
+    ap.add_argument(
         "--only",
         help="comma-separated workloads to run (e.g. w5); writes DIR/only-<names>.json, no plot",
     )
@@ -929,6 +1058,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = json.loads(json.dumps(SIZES["quick" if args.quick else "default"]))
     if args.w4_n:
         sizes["w4"]["n"] = args.w4_n
+    if args.w6b_n:
+        sizes["w6b"]["n"] = args.w6b_n
     meta = machine()
     meta["mode"] = "quick" if args.quick else "default"
     meta["sizes"] = sizes

@@ -29,6 +29,7 @@ import asyncio
 import gc
 import os
 import resource
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -203,3 +204,176 @@ def run_threads(cfg: dict) -> dict:
     finally:
         _util.kill_and_reap_all()
     return {"peak_threads": peak[0]}
+
+
+# --- W6b, scale: N processes with pipes open at once ------------------------------------
+#
+# ``run_scale`` (W6b): one fresh interpreter per (backend, peer, repetition), as in
+# W4. N ``cat`` children are started, each with its stdin and stdout on pipes
+# (stderr inherited), and all N are held open and alive at once on the one
+# event loop: each ``cat`` blocks reading its stdin. Then threads, open fds and
+# RSS are read (growth against the same interpreter before the run, after a
+# warm-up of 20), every child is released: a payload written to its stdin,
+# stdin closed, stdout read to end of file and checked, the child waited. A
+# task counts OS threads at every turn of the event loop for the whole run;
+# VmHWM gives the peak RSS. ``cat`` needs no time bound (W4's ``sleep 300``):
+# should this process die, its stdin pipes close and every ``cat`` exits.
+#
+# Peers: ours ``pidfd.open_process(..., stdin=PIPE, stdout=PIPE)`` with its
+# streams; the floor ``os.posix_spawn`` + two ``os.pipe`` + ``AsyncPidFd``
+# with ``anyio.wait_readable``/``wait_writable`` on the raw fds.
+
+SCALE_PEERS = ("floor", "ours")
+PAYLOAD = b"ping\n"
+CAT = shutil.which("cat") or "/bin/cat"
+# fds per child: the pidfd and two pipe ends held, two more for a moment.
+FDS_PER_CHILD = 3
+
+
+class _Scale:
+    """What the N tasks share: how many are open, the release, the results."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.opened = 0
+        self.done = 0
+        self.release = anyio.Event()
+        self.bad: list[str] = []
+
+    def check(self, pid: int, output: bytes, code: int) -> None:
+        _util.reaped(pid)
+        self.done += 1
+        if output != PAYLOAD or code != 0:
+            self.bad.append(f"pid {pid}: output {output!r}, exit {code}")
+
+
+async def _scale_ours(s: _Scale) -> None:
+    proc = await pidfd.open_process(
+        [CAT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None
+    )
+    _util.track(proc.pid)
+    async with proc:  # on any failure: streams closed, the child killed and reaped
+        assert proc.stdin is not None and proc.stdout is not None
+        s.opened += 1
+        await s.release.wait()
+        await proc.stdin.send(PAYLOAD)
+        await proc.stdin.aclose()
+        output = b""
+        async for chunk in proc.stdout:
+            output += chunk
+        code = await proc.wait()
+    s.check(proc.pid, output, code)
+
+
+async def _scale_floor(s: _Scale) -> None:
+    in_r, in_w = os.pipe()
+    try:
+        out_r, out_w = os.pipe()
+    except BaseException:
+        os.close(in_r)
+        os.close(in_w)
+        raise
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1)]
+        pid = _util.spawn([CAT], actions)
+    except BaseException:
+        os.close(in_w)
+        os.close(out_r)
+        raise
+    finally:
+        os.close(in_r)
+        os.close(out_w)
+    os.set_blocking(in_w, False)
+    os.set_blocking(out_r, False)
+    handle = AsyncPidFd(PidFd.from_pid(pid))
+    try:
+        s.opened += 1
+        await s.release.wait()
+        view = memoryview(PAYLOAD)
+        while view:
+            try:
+                view = view[os.write(in_w, view) :]
+            except BlockingIOError:
+                await anyio.wait_writable(in_w)
+        os.close(in_w)
+        in_w = -1
+        output = b""
+        while True:
+            try:
+                chunk = os.read(out_r, 65536)
+            except BlockingIOError:
+                await anyio.wait_readable(out_r)
+                continue
+            if not chunk:
+                break
+            output += chunk
+        info = await handle.wait()
+    finally:
+        if in_w >= 0:
+            os.close(in_w)
+        os.close(out_r)
+        handle.close()  # a child still running here is killed by kill_and_reap_all
+    s.check(pid, output, info.status.returncode)
+
+
+async def _scale(one: Callable[[_Scale], Any], n: int, base: dict[str, int], out: dict) -> None:
+    s = _Scale(n)
+    peak = [_util.threads()]
+    t0 = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(one, s)
+        while s.opened < n:
+            peak[0] = max(peak[0], _util.threads())
+            await anyio.sleep(0)
+        out["open_all_s"] = time.perf_counter() - t0
+        await anyio.sleep(0.1)  # let the last ones reach their await
+        out["alive_at_hold"] = sum(1 for pid in _util.LIVE if _alive(pid))
+        out["threads_at_hold"] = _util.threads()
+        out["fds_growth"] = _util.fds() - base["fds"]
+        out["rss_growth_kib"] = _util.rss_kib() - base["rss"]
+        t1 = time.perf_counter()
+        s.release.set()
+        while s.done < n:
+            peak[0] = max(peak[0], _util.threads())
+            await anyio.sleep(0)
+    out["release_to_reaped_s"] = time.perf_counter() - t1
+    out["peak_threads"] = peak[0]
+    out["peak_rss_growth_kib"] = _util.peak_rss_kib() - base["rss"]
+    if s.bad:
+        raise RuntimeError(f"{len(s.bad)} of {n} children went wrong, e.g. {s.bad[0]}")
+
+
+def _alive(pid: int) -> bool:
+    """The child has not exited (it is neither gone nor a zombie)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+
+def run_scale(cfg: dict) -> dict:
+    backend, peer, n = cfg["backend"], cfg["peer"], cfg["n"]
+    one = {"floor": _scale_floor, "ours": _scale_ours}[peer]
+    nproc, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    if nproc != resource.RLIM_INFINITY and nproc < n + 256:
+        raise RuntimeError(
+            f"RLIMIT_NPROC (ulimit -u) is {nproc}: too low for {n} children at once; "
+            f"raise it or pass a smaller --w6b-n"
+        )
+    want = (FDS_PER_CHILD + 1) * n + 256
+    limit = _util.raise_nofile(want)
+    if limit < FDS_PER_CHILD * n + 128:
+        raise RuntimeError(
+            f"RLIMIT_NOFILE allows only {limit} fds, {FDS_PER_CHILD} a child are needed: "
+            f"raise the hard limit (ulimit -Hn) or pass a smaller --w6b-n than {n}"
+        )
+    try:
+        anyio.run(
+            _scale, one, 20, {"fds": _util.fds(), "rss": _util.rss_kib()}, {}, backend=backend
+        )
+        gc.collect()
+        _util.reset_peak_rss()
+        base = {"fds": _util.fds(), "rss": _util.rss_kib()}
+        out: dict = {"n": n}
+        anyio.run(_scale, one, n, base, out, backend=backend)
+        return out
+    finally:
+        _util.kill_and_reap_all()

@@ -172,7 +172,7 @@ impl PidFd {
         match sys::pidfd_get_info(fd.as_fd(), sys::PIDFD_INFO_PID) {
             Ok(info) => (info.mask & sys::PIDFD_INFO_PID != 0).then_some(info.ppid as libc::pid_t),
             // No PIDFD_GET_INFO: before 6.11 the pidfd has no ioctls
-            // (ENOTTY); 6.11 and 6.12 answer an unknown one with EINVAL.
+            // (ENOTTY); 6.12 (measured) answers an unknown one with EINVAL.
             Err(e) if no_such_ioctl(&e) => {
                 let parent = sys::proc_ppid(self.pid)?;
                 sys::pidfd_send_signal(fd.as_fd(), 0, 0).ok()?;
@@ -417,9 +417,9 @@ impl PidFd {
                 libc::ENODATA,
                 format!("fd {raw} has no peer process: it must be a connected AF_UNIX socket"),
             ),
-            // A peer that exited and was reaped: ESRCH on recent kernels;
-            // 6.5 to 6.12 at least answer EINVAL (no thread group left to
-            // open a pidfd on), and the socket and option are valid here.
+            // A peer that exited and was reaped: ESRCH on recent kernels
+            // (7.2); Debian's 6.12 answers EINVAL (no thread group left to
+            // open a pidfd on), as the socket and option are valid here.
             Some(libc::ESRCH | libc::EINVAL) => os_error(
                 libc::ESRCH,
                 format!("the peer of socket fd {raw} has already exited and been reaped"),

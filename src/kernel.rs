@@ -27,8 +27,9 @@ pub(crate) fn kernel_has_pidfd_thread() -> bool {
 }
 
 /// Whether a pidfd ioctl failed because the kernel does not know it: before
-/// 6.11 a pidfd has no ioctls at all (`ENOTTY`); 6.11 and 6.12 have some and
-/// answer an unknown request with `EINVAL` (measured on Debian's 6.12).
+/// 6.11 a pidfd has no ioctls at all (`ENOTTY`, measured on 5.10 and 6.1);
+/// 6.12 has some and answers an unknown request with `EINVAL` (measured on
+/// Debian's 6.12; 6.11, which added the first ones, presumably too).
 pub(crate) fn no_such_ioctl(err: &std::io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL))
 }

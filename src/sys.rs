@@ -255,8 +255,8 @@ pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, targetfd: libc::c_int) -> io::Result<O
 /// says which the kernel filled. On a reaped process only
 /// `PIDFD_INFO_EXIT` (and `PIDFD_INFO_CGROUPID`) can still be answered; asked
 /// without `PIDFD_INFO_EXIT` the kernel then fails with `ESRCH`. Kernels
-/// without the ioctl fail with `ENOTTY` (before 6.11) or `EINVAL` (6.11,
-/// 6.12). See ioctl_pidfd(2).
+/// without the ioctl fail with `ENOTTY` (5.10, 6.1) or `EINVAL` (6.12).
+/// See ioctl_pidfd(2).
 pub fn pidfd_get_info(pidfd: BorrowedFd<'_>, request: u64) -> io::Result<PidfdInfo> {
     let mut info = PidfdInfo {
         mask: request,

@@ -149,8 +149,12 @@ except OSError as exc:
 """
 
 
-def run_snippet(code: str, rules: list[Rule], timeout: float = 30.0) -> dict[str, Any]:
+def run_snippet(code: str, rules: list[Rule], timeout: float = 120.0) -> dict[str, Any]:
     """Run ``code`` in ``sys.executable`` under a filter made of ``rules``.
+
+    ``timeout`` only stops a hung child: a snippet that starts three
+    interpreters and imports trio took over 30 s in an emulated (TCG) VM
+    on a busy machine (``scripts/kernels``).
 
     ``code`` runs after the filter is installed and may call ``report(fn)``;
     the JSON of its last output line is returned: ``{"ok": True, "value": …}``

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import anyio
 import pytest
 
 from _beyond import Procs
@@ -77,6 +78,25 @@ def no_fd_leak() -> Iterator[None]:
     leaked = open_fds() - before
     # listdir's own directory fd is closed by the time we look again.
     assert not leaked, f"fds leaked: {sorted(leaked)}"
+
+
+class Ticker:
+    """A heartbeat for an event loop: ``tg.start_soon(ticker.run)``, then read
+    ``ticker.count``, which grows every 10 ms for as long as the loop runs."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def run(self) -> None:
+        while True:
+            self.count += 1
+            await anyio.sleep(0.01)
+
+
+@pytest.fixture
+def ticker() -> Ticker:
+    """A fresh :class:`Ticker`, to show that a wait did not block the loop."""
+    return Ticker()
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -21,23 +21,15 @@ def running(pid: int) -> bool:
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
 
 
-async def test_wait_does_not_block_the_loop(spawn) -> None:
+async def test_wait_does_not_block_the_loop(spawn, ticker) -> None:
     child = spawn("import time; time.sleep(0.3)")
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await anyio.sleep(0.01)
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker)
+        tg.start_soon(ticker.run)
         async with AsyncPidFd.from_pid(child.pid) as handle:
             info = await handle.wait()
         tg.cancel_scope.cancel()
     assert isinstance(info, ExitInfo) and info.status.success
-    assert ticks >= 10
+    assert ticker.count >= 10
 
 
 async def test_already_exited_child_returns_at_once(spawn) -> None:

@@ -369,9 +369,12 @@ def test_run_text_report_mentions_timeout() -> None:
 
 
 def test_run_timeout_preserve_status() -> None:
+    # sh sets its trap within a millisecond or so of starting, where a Python
+    # child on a loaded machine could still be starting when the timeout
+    # fires (and die of the SIGTERM, 143). The trap ends its sleep too.
     result = cli(
-        "run", "--json", "--timeout", "0.2", "--preserve-status", "--",
-        *py("import signal, sys, time; signal.signal(15, lambda *a: sys.exit(7)); time.sleep(15)"),
+        "run", "--json", "--timeout", "1", "--preserve-status", "--",
+        "sh", "-c", "trap 'kill $!; exit 7' TERM; sleep 15 & wait",
     )  # fmt: skip
     assert result.returncode == 7, result.stderr
     report = last_json(result.stdout)

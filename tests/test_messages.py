@@ -11,6 +11,7 @@ import gc
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -126,15 +127,20 @@ async def test_closed_async_handle_names_itself_in_waits(spawn) -> None:
             await wait()
 
 
+def _timed_waits(handle: PidFd) -> tuple[Callable[..., object], ...]:
+    """The calls that take ``timeout=``: on ``handle`` and through ``wait_any``."""
+    return (
+        handle.wait,
+        handle.wait_exit,
+        lambda timeout: pidfd.wait_any([handle], timeout),
+    )
+
+
 @pytest.mark.parametrize("bad", ["1", b"1", [1], object()])
 def test_timeout_type_error_names_the_parameter(spawn, bad: object) -> None:
     child = spawn(SLEEP)
     with PidFd.from_pid(child.pid) as handle:
-        for call in (
-            handle.wait,
-            handle.wait_exit,
-            lambda timeout: pidfd.wait_any([handle], timeout),
-        ):
+        for call in _timed_waits(handle):
             with pytest.raises(TypeError, match=r"^timeout must be a number of seconds"):
                 call(timeout=bad)  # type: ignore[operator]
             assert handle.is_alive()
@@ -158,11 +164,7 @@ def test_thread_flag_keeps_its_default_in_the_signature() -> None:
 def test_zero_or_negative_timeout_does_not_claim_a_wait(spawn, timeout: float) -> None:
     child = spawn(SLEEP)
     with PidFd.from_pid(child.pid) as handle:
-        for call in (
-            handle.wait,
-            handle.wait_exit,
-            lambda timeout: pidfd.wait_any([handle], timeout),
-        ):
+        for call in _timed_waits(handle):
             with pytest.raises(TimeoutError) as excinfo:
                 call(timeout=timeout)  # type: ignore[operator]
             message = str(excinfo.value)

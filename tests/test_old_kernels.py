@@ -105,7 +105,7 @@ CASES = {
         True,
         (6, 13),
     ),
-    # 6.11 and 6.12 have pidfd ioctls, but not this one: EINVAL.
+    # 6.12 has pidfd ioctls, but not this one: EINVAL.
     "PIDFD_GET_INFO-EINVAL": Case(
         "from pidfd import PidFd\nh = PidFd.from_pid(os.getpid())\n"
         "report(lambda: h.info().ppid == os.getppid())",
@@ -164,7 +164,7 @@ def test_filter_for_one_flag_leaves_plain_pidfd_open_alone():
 
 
 # What a kernel without PIDFD_GET_INFO answers it: ENOTTY before 6.11 (no
-# pidfd ioctls at all), EINVAL on 6.11 and 6.12 (measured: docs/kernels.md).
+# pidfd ioctls at all), EINVAL on 6.12 (measured: docs/kernels.md).
 NO_GET_INFO = [errno.ENOTTY, errno.EINVAL]
 
 
@@ -265,7 +265,7 @@ def test_getfd_ebadf_on_a_live_process_names_the_fd():
 
 
 def test_socket_peer_reaped_answering_einval_is_process_lookup_error():
-    """6.5 to 6.12 answer EINVAL for SO_PEERPIDFD once the peer is reaped."""
+    """6.12 answers EINVAL for SO_PEERPIDFD once the peer is reaped (7.2: ESRCH)."""
     code = (
         "import socket\nfrom pidfd import PidFd\na, b = socket.socketpair()\n"
         "report(lambda: PidFd.from_socket_peer(a))\n"

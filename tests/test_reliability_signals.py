@@ -27,6 +27,11 @@ children = rh.children_fixture
 
 # The promise is 100 ms from the signal to the exception in the caller.
 PROMPT = 0.100
+# A signal that is lost leaves the wait blocked until its timeout (2 s in the
+# race test below) or the child's exit; one noticed late by a descheduled
+# thread on a loaded machine is merely slow. The race test asserts the first
+# cannot happen, with a bound far from both.
+LOST = 1.0
 # How long the waiting thread is left blocked before the signal is sent, so
 # that the signal lands while it is inside the system call.
 SETTLE = 0.2
@@ -239,8 +244,8 @@ def test_signal_landing_as_the_wait_starts_is_not_lost(
     name: str, children: Children, restore_signals: None
 ) -> None:
     """A signal that arrives in the instant between the wait's last check for
-    pending signals and its entry into poll(2) must still interrupt it
-    promptly, not wait for the timeout (or, without one, for the child)."""
+    pending signals and its entry into poll(2) must still interrupt it, not
+    wait for the timeout (or, without one, for the child)."""
     signal.signal(signal.SIGUSR1, _raise_interrupted)
     pid = children.sleep(60)
     me = os.getpid()
@@ -270,7 +275,7 @@ def test_signal_landing_as_the_wait_starts_is_not_lost(
                     sender.join()
             except Interrupted:
                 late = time.monotonic() - sent[0]
-                assert late < PROMPT, f"round {i}: interrupted {late * 1000:.0f} ms late"
+                assert late < LOST, f"round {i}: interrupted {late * 1000:.0f} ms late"
         assert is_running(pid)
 
 

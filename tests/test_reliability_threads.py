@@ -70,22 +70,27 @@ def test_main_thread_runs_python_while_another_waits(children: Children) -> None
     assert spins > 1000, spins
 
 
+def _race_waits(h: PidFd, n: int) -> list[object]:
+    """``n`` threads call ``h.wait()`` at once: what each returned, or its ChildProcessError."""
+    barrier = threading.Barrier(n)
+
+    def run() -> object:
+        barrier.wait()
+        try:
+            return h.wait(timeout=10)
+        except ChildProcessError as e:
+            return e
+
+    with ThreadPoolExecutor(n) as pool:
+        return [f.result() for f in [pool.submit(run) for _ in range(n)]]
+
+
 @pytest.mark.parametrize("rounds", [5])
 def test_two_threads_one_handle(rounds: int, children: Children) -> None:
     for _ in range(rounds):
         pid = children.sleep(0.2)
         with PidFd.from_pid(pid) as h:
-            barrier = threading.Barrier(2)
-
-            def run(h: PidFd = h, barrier: threading.Barrier = barrier) -> object:
-                barrier.wait()
-                try:
-                    return h.wait(timeout=10)
-                except ChildProcessError as e:
-                    return e
-
-            with ThreadPoolExecutor(2) as pool:
-                outcomes = [f.result() for f in [pool.submit(run), pool.submit(run)]]
+            outcomes = _race_waits(h, 2)
         infos = [o for o in outcomes if isinstance(o, ExitInfo)]
         errors = [o for o in outcomes if isinstance(o, ChildProcessError)]
         assert len(infos) == 1, outcomes
@@ -219,17 +224,7 @@ def test_two_threads_one_handle_loser_knows_the_handle_reaped(children: Children
     for _ in range(20):
         pid = children.sleep(0.02)
         with PidFd.from_pid(pid) as h:
-            barrier = threading.Barrier(3)
-
-            def run(h: PidFd = h, barrier: threading.Barrier = barrier) -> object:
-                barrier.wait()
-                try:
-                    return h.wait(timeout=10)
-                except ChildProcessError as e:
-                    return e
-
-            with ThreadPoolExecutor(3) as pool:
-                outcomes = [f.result() for f in [pool.submit(run) for _ in range(3)]]
+            outcomes = _race_waits(h, 3)
         assert sum(isinstance(o, ExitInfo) for o in outcomes) == 1, outcomes
         for o in outcomes:
             if isinstance(o, ChildProcessError):

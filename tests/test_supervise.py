@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from functools import partial
 from subprocess import DEVNULL
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -25,6 +26,9 @@ import pytest
 import pidfd
 from _seccomp import NR_PIDFD_SEND_SIGNAL, SKIP_REASON, Rule, run_snippet
 from pidfd import PidFd
+
+if TYPE_CHECKING:
+    from conftest import Ticker
 
 
 @pytest.fixture
@@ -266,16 +270,10 @@ async def test_subreaper_async_with_awaits_the_grace(pid_pipe: tuple[int, int]) 
 
 @pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 @pytest.mark.anyio
-async def test_subreaper_aclose_does_not_block_the_loop(pid_pipe: tuple[int, int]) -> None:
+async def test_subreaper_aclose_does_not_block_the_loop(
+    pid_pipe: tuple[int, int], ticker: Ticker
+) -> None:
     r, w = pid_pipe
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await anyio.sleep(0.01)
-
     async with anyio.create_task_group() as tg:
         reaper = pidfd.Subreaper(grace=0.5)
         async with reaper:
@@ -283,11 +281,11 @@ async def test_subreaper_aclose_does_not_block_the_loop(pid_pipe: tuple[int, int
                 [sys.executable, "-c", DAEMON.format(ignore_term=True)], stdout=w, stderr=DEVNULL
             )
             assert _read_pid(r, 30) is not None
-            tg.start_soon(tick)
+            tg.start_soon(ticker.run)
             await anyio.sleep(0)
-            before = ticks
-        # The grace period (0.5 s, SIGTERM ignored) passed while tick() ran.
-        assert ticks > before + 1
+            before = ticker.count
+        # The grace period (0.5 s, SIGTERM ignored) passed while the ticker ran.
+        assert ticker.count > before + 1
         tg.cancel_scope.cancel()
     assert [s.signal for s in reaper.reaped.values() if s is not None] == [signal.SIGKILL]
 

@@ -277,26 +277,18 @@ async def test_async_wait_exit_non_child(procs):
 
 
 @pytest.mark.anyio
-async def test_async_wait_exit_does_not_block_the_loop(procs):
+async def test_async_wait_exit_does_not_block_the_loop(procs, ticker):
     proc = procs.child("import time; time.sleep(0.3)")
-    ticks = 0
-
-    async def tick():
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await anyio.sleep(0.01)
-
     with AsyncPidFd.from_pid(proc.pid) as handle:
         proc.release()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(tick)
+            tg.start_soon(ticker.run)
             with anyio.fail_after(10):
                 status = await handle.wait_exit()
             tg.cancel_scope.cancel()
     assert status is not None and status.success
     # The ticker ran all along: some 30 ticks in 0.3 s, so at least a few.
-    assert ticks >= 5
+    assert ticker.count >= 5
     assert proc.popen.wait(10) == 0
 
 

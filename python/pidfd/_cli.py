@@ -636,7 +636,17 @@ def _run_signals(args: argparse.Namespace, cmd: list[str], out: _Output) -> _Out
     watched = forwarded | {signal.SIGCHLD}
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
-        return _run_blocked(args, cmd, out, forwarded, watched, old_mask)
+        # With --kill-tree, leaving this block closes the Subreaper: already
+        # done by _run_blocked, unless something failed first.
+        with contextlib.ExitStack() as stack:
+            reaper: Subreaper | None = None
+            if args.kill_tree:
+                try:
+                    reaper = stack.enter_context(Subreaper(grace=args.kill_after))
+                except OSError as exc:
+                    out.err(f"--kill-tree: cannot become a child subreaper: {exc}")
+                    return _Outcome(RUN_FAILED)
+            return _run_blocked(args, cmd, out, forwarded, watched, old_mask, reaper)
     finally:
         # A signal that came after the command ended was meant for it: drop
         # it rather than let it kill us on unblocking and lose the status.
@@ -647,28 +657,6 @@ def _run_signals(args: argparse.Namespace, cmd: list[str], out: _Output) -> _Out
 
 
 def _run_blocked(
-    args: argparse.Namespace,
-    cmd: list[str],
-    out: _Output,
-    forwarded: set[signal.Signals],
-    watched: set[signal.Signals],
-    old_mask: Iterable[int],
-) -> _Outcome:
-    reaper: Subreaper | None = None
-    if args.kill_tree:
-        try:
-            reaper = Subreaper(grace=args.kill_after).__enter__()
-        except OSError as exc:
-            out.err(f"--kill-tree: cannot become a child subreaper: {exc}")
-            return _Outcome(RUN_FAILED)
-    try:
-        return _run_spawned(args, cmd, out, forwarded, watched, old_mask, reaper)
-    finally:
-        if reaper is not None:
-            reaper.close()  # already done, unless something failed first
-
-
-def _run_spawned(
     args: argparse.Namespace,
     cmd: list[str],
     out: _Output,

@@ -439,38 +439,30 @@ class Popen(subprocess.Popen[AnyStr]):
         _check_signal_range(sig)
         # No poll() first, unlike a plain signal: reaping a zombie leader
         # would free the group id while members may still run.
-        refused: OSError | None = None
         handle = self.pidfd
         if self._on_pidfd and handle is not None:
             try:
                 handle.send_signal(sig, group=True)
             except ValueError:
                 # Closed: by another thread that reaped the child, or by the
-                # user (then the stock path below decides).
-                if self.returncode is not None:
-                    raise self._reaped_error("has been reaped") from None
+                # user. The fallback's own check under the lock tells which.
+                pass
             except OSError as exc:
                 if exc.errno != errno.ENOSYS:
                     raise
-                refused = exc
             else:
                 return
-        elif self.returncode is not None:
-            raise self._reaped_error("has been reaped")
-        self._killpg_while_unreaped(sig, refused)
+        # Reaped already (the pidfd is gone), or no group signals (ENOSYS,
+        # before Linux 6.9): the fallback refuses a reaped leader itself.
+        self._killpg_while_unreaped(sig)
 
-    def _killpg_while_unreaped(self, sig: int, refused: OSError | None) -> None:
+    def _killpg_while_unreaped(self, sig: int) -> None:
         """The fallback for kernels without group signals (or without a pidfd).
 
         ``killpg`` names the group by number; that number is safe only while
         the leader is unreaped, so the check and the signal happen under
         ``_waitpid_lock``, which every reap by this object takes.
         """
-        why = (
-            str(refused)
-            if refused is not None
-            else "this Popen has no pidfd (pidfd_open was refused when it started)"
-        )
         # Our own reaps hold the lock only for a non-blocking waitid; the
         # stock wait (no pidfd) holds it while it blocks, and then the child
         # is unreaped until it exits: signalling without the lock is the
@@ -485,12 +477,15 @@ class Popen(subprocess.Popen[AnyStr]):
             except ChildProcessError:
                 raise self._reaped_error("was reaped by something else in this program") from None
             if os.getpgid(self.pid) != self.pid:
-                raise OSError(
-                    errno.ENOSYS,
-                    f"send_signal(sig, group=True) cannot be done safely here: {why}; "
-                    f"and pid {self.pid} leads no process group of its own, so killpg "
-                    f"cannot stand in (start it with start_new_session=True or "
-                    f"process_group=0, or use Linux >= 6.9)",
+                # What the kernel's group signal says on Linux >= 6.9, on
+                # every kernel: no group has this unreaped child's pid as its
+                # id (one could only be the child's own), so there is no
+                # group to signal. Not the ENOSYS below: nothing is missing.
+                raise ProcessLookupError(
+                    errno.ESRCH,
+                    f"pid {self.pid} leads no process group (start it with "
+                    f"start_new_session=True or process_group=0 to make it lead one); "
+                    f"signal {sig} was not sent",
                 )
             # Unreaped and its own group's leader: the group id is its pid.
             os.killpg(self.pid, sig)

@@ -207,8 +207,7 @@ class Subreaper:
             return
         try:
             for wait in self._tear_down():
-                with contextlib.suppress(TimeoutError):
-                    _wait_any(list(self._held.values()), wait)
+                self._wait_held(wait)
         except BaseException:
             # Ctrl-C (or any error) during the grace period: no more grace.
             self._kill_remaining()
@@ -345,6 +344,11 @@ class Subreaper:
                 handle.send_signal(sig)
                 self.signalled[handle.pid] = sig
 
+    def _wait_held(self, timeout: float) -> None:
+        """Block (GIL released) up to ``timeout`` seconds for any held process to exit."""
+        with contextlib.suppress(TimeoutError):
+            _wait_any(list(self._held.values()), timeout)
+
     def _tear_down(self) -> Iterator[float]:
         """The way out, as steps: each value yielded means "wait up to this
         long for any held process to exit", so that sync and async code
@@ -378,8 +382,7 @@ class Subreaper:
             if not self._held:
                 return
             self._signal(list(self._held.values()), signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                _wait_any(list(self._held.values()), _RESCAN)
+            self._wait_held(_RESCAN)
 
     def __repr__(self) -> str:
         state = "active" if self._active else "inactive"
