@@ -267,6 +267,9 @@ _ALLOWED: dict[str, tuple[type, ...]] = {
 }
 
 
+# Its own five threads are the stress; four copies at once (the stress run)
+# passed in 123 s on two loaded cores, over the 60 s timeout.
+@pytest.mark.thread_unsafe(reason="runs its own threads; four copies outlast the timeout")
 def test_threads_hammer_one_handle_while_it_closes(children: Children) -> None:
     """Four threads make random calls on one handle (waits, reaps, signals,
     close) while a fifth keeps opening pidfds on bystander children, so that
@@ -275,7 +278,9 @@ def test_threads_hammer_one_handle_while_it_closes(children: Children) -> None:
     error no call on a pidfd gives; every round must instead end with each
     call's documented answer, the child reaped at most once, by one call,
     and every bystander alive and unreaped."""
-    bystanders = [children.sleep(60) for _ in range(3)]
+    # They must outlive the test however slow the machine (cleanup kills them),
+    # so that "not running" can only mean a stray signal.
+    bystanders = [children.sleep(3600) for _ in range(3)]
     stop = threading.Event()
     churned = 0
 
@@ -321,7 +326,7 @@ def test_threads_hammer_one_handle_while_it_closes(children: Children) -> None:
                 assert is_unreaped(pid)
             for b in bystanders:
                 assert is_unreaped(b), f"bystander {b} was reaped in round {round_}"
-                assert is_running(b), f"bystander {b} was killed in round {round_}"
+                assert is_running(b), f"bystander {b} was signalled in round {round_}"
     finally:
         stop.set()
         churner.join(10)

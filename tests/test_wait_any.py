@@ -180,6 +180,7 @@ def test_nan_timeout_is_refused(procs):
         wait_any([h], timeout=float("nan"))
 
 
+@pytest.mark.thread_unsafe(reason="sets a signal handler")
 def test_interrupted_by_raising_signal_handler(procs):
     p = procs.child("")
     with PidFd.from_pid(p.pid) as h:

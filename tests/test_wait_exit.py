@@ -208,6 +208,7 @@ def test_wait_exit_nan_timeout_refused(procs):
         handle.wait_exit(math.nan)
 
 
+@pytest.mark.thread_unsafe(reason="sets a signal handler")
 def test_wait_exit_interrupted_by_raising_signal_handler(procs, kind):
     proc = procs.start(kind, "")
     with PidFd.from_pid(proc.pid) as handle:
@@ -346,6 +347,7 @@ def lazy_parent():
         parent.stdout.close()
 
 
+@pytest.mark.thread_unsafe(reason="reads its fixture process's one line")
 def test_wait_exit_non_child_zombie_left_unreaped(lazy_parent):
     """Exited but not reaped by its parent: wait_exit() still returns, with
     None after a grace period (bounded by the timeout), and the true status
