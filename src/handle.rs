@@ -283,11 +283,19 @@ impl Drop for PidFd {
             let Ok(message) = CString::new(message) else {
                 return;
             };
+            // A handle is often dropped while an exception propagates (a
+            // call on a temporary handle raised): set it aside for the
+            // warning and put it back, or the warning machinery would see it
+            // and the caller would get a SystemError instead.
+            let pending = PyErr::take(py);
             // An error here is the warning turned into one (`-W error`);
             // a destructor cannot raise, so report it as CPython does for
             // an unclosed file.
             if let Err(e) = PyErr::warn(py, category.as_any(), &message, 1) {
                 e.write_unraisable(py, None);
+            }
+            if let Some(pending) = pending {
+                pending.restore(py);
             }
         });
     }
@@ -620,7 +628,12 @@ impl PidFd {
         let want = sys::PIDFD_INFO_PID
             | sys::PIDFD_INFO_CREDS
             | sys::PIDFD_INFO_CGROUPID
-            | sys::PIDFD_INFO_EXIT;
+            | sys::PIDFD_INFO_EXIT
+            | sys::PIDFD_INFO_COREDUMP
+            | sys::PIDFD_INFO_COREDUMP_SIGNAL
+            | sys::PIDFD_INFO_SUPPORTED_MASK;
+        // A kernel ignores the bits it does not know: each field below is
+        // filled only when the kernel sets its bit in the answer.
         let info = sys::pidfd_get_info(fd.as_fd(), want).map_err(|e| match e.raw_os_error() {
             _ if no_such_ioctl(&e) => needs_kernel("PidFd.info() (PIDFD_GET_INFO)", "6.13"),
             Some(libc::ESRCH) => os_error(
@@ -656,6 +669,9 @@ impl PidFd {
             fsgid: opt(creds, info.fsgid),
             cgroupid: has(sys::PIDFD_INFO_CGROUPID).then_some(info.cgroupid),
             exit_status: exit.map(|e| Py::new(py, ExitStatus(e))).transpose()?,
+            coredump_mask: has(sys::PIDFD_INFO_COREDUMP).then_some(info.coredump_mask),
+            coredump_signal: has(sys::PIDFD_INFO_COREDUMP_SIGNAL).then_some(info.coredump_signal),
+            supported_mask: has(sys::PIDFD_INFO_SUPPORTED_MASK).then_some(info.supported_mask),
         })
     }
 

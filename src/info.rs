@@ -35,19 +35,29 @@ pub struct ProcessInfo {
     pub(crate) cgroupid: Option<u64>,
     /// How it ended, once it has exited and the kernel can tell.
     pub(crate) exit_status: Option<Py<ExitStatus>>,
+    /// `PIDFD_COREDUMP*` bits (Linux ≥ 6.16): for a live process the rights a
+    /// dump would be taken with, after a crash what became of the dump.
+    pub(crate) coredump_mask: Option<u32>,
+    /// The signal that made the process dump core, 0 if it did not
+    /// (Linux ≥ 6.19).
+    pub(crate) coredump_signal: Option<u32>,
+    /// The `PIDFD_INFO_*` bits this kernel knows (Linux ≥ 6.19).
+    pub(crate) supported_mask: Option<u64>,
 }
 
 #[pymethods]
 impl ProcessInfo {
     fn __repr__(&self, py: Python<'_>) -> String {
         let opt = |v: Option<u32>| v.map_or_else(|| "None".to_owned(), |v| v.to_string());
+        let hex = |v: Option<u64>| v.map_or_else(|| "None".to_owned(), |v| format!("{v:#x}"));
         let exit = self
             .exit_status
             .as_ref()
             .map_or_else(|| "None".to_owned(), |e| e.get().__repr__());
         let _ = py;
         format!(
-            "ProcessInfo(pid={}, tgid={}, ppid={}, ruid={}, euid={}, rgid={}, egid={}, cgroupid={}, exit_status={exit})",
+            "ProcessInfo(pid={}, tgid={}, ppid={}, ruid={}, euid={}, rgid={}, egid={}, cgroupid={}, exit_status={exit}, \
+             coredump_mask={}, coredump_signal={}, supported_mask={})",
             self.pid,
             opt(self.tgid),
             opt(self.ppid),
@@ -57,6 +67,9 @@ impl ProcessInfo {
             opt(self.egid),
             self.cgroupid
                 .map_or_else(|| "None".to_owned(), |v| v.to_string()),
+            hex(self.coredump_mask.map(u64::from)),
+            opt(self.coredump_signal),
+            hex(self.supported_mask),
         )
     }
 }

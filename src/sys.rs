@@ -32,11 +32,22 @@ pub const PIDFD_INFO_CREDS: u64 = 1 << 1;
 pub const PIDFD_INFO_CGROUPID: u64 = 1 << 2;
 /// The exit status (Linux ≥ 6.15), present once the process has been reaped.
 pub const PIDFD_INFO_EXIT: u64 = 1 << 3;
+/// `coredump_mask` (Linux ≥ 6.16): only returned when requested.
+pub const PIDFD_INFO_COREDUMP: u64 = 1 << 4;
+/// `supported_mask`: the `PIDFD_INFO_*` bits this kernel knows (Linux ≥ 6.19;
+/// 6.18 does not know the bit, measured).
+pub const PIDFD_INFO_SUPPORTED_MASK: u64 = 1 << 5;
+/// `coredump_signal` (Linux ≥ 6.19), returned with `PIDFD_INFO_COREDUMP`.
+pub const PIDFD_INFO_COREDUMP_SIGNAL: u64 = 1 << 6;
 
-/// `struct pidfd_info` as of Linux 6.15 (`PIDFD_INFO_SIZE_VER0`, 64 bytes).
+/// `struct pidfd_info` up to `supported_mask` (`PIDFD_INFO_SIZE_VER2`, 80
+/// bytes).
 ///
-/// Linux 6.13 and 6.14 have the same layout with `exit_code` reserved; the
-/// kernel fills only the fields whose bit it sets in `mask`.
+/// The struct is versioned by size, which the request number encodes: a
+/// kernel that knows a shorter struct (6.13–6.15 know the first 64 bytes,
+/// `PIDFD_INFO_SIZE_VER0`; 6.16–6.18 the first 72) copies out what it knows
+/// and zeroes the rest. The kernel fills only the fields whose bit it sets in
+/// `mask`; 6.13 and 6.14 have `exit_code` reserved.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PidfdInfo {
@@ -68,7 +79,20 @@ pub struct PidfdInfo {
     pub fsgid: u32,
     /// The `wait(2)` status word (`PIDFD_INFO_EXIT`).
     pub exit_code: i32,
+    /// `PIDFD_COREDUMP*` bits (`PIDFD_INFO_COREDUMP`, Linux ≥ 6.16).
+    pub coredump_mask: u32,
+    /// The signal that made it dump core (`PIDFD_INFO_COREDUMP_SIGNAL`).
+    pub coredump_signal: u32,
+    /// The `PIDFD_INFO_*` bits the kernel supports
+    /// (`PIDFD_INFO_SUPPORTED_MASK`).
+    pub supported_mask: u64,
 }
+
+// The uapi layout: 64 bytes up to `exit_code`, 72 with the coredump pair, 80
+// with `supported_mask`.
+const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 80);
+const _: () = assert!(std::mem::offset_of!(PidfdInfo, coredump_mask) == 64);
+const _: () = assert!(std::mem::offset_of!(PidfdInfo, supported_mask) == 72);
 
 const PIDFS_IOCTL_MAGIC: libc::c_ulong = 0xFF;
 
@@ -249,7 +273,8 @@ pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, targetfd: libc::c_int) -> io::Result<O
 }
 
 /// `ioctl(pidfd, PIDFD_GET_INFO, struct pidfd_info *)` — Linux ≥ 6.13
-/// (`PIDFD_INFO_EXIT` ≥ 6.15).
+/// (`PIDFD_INFO_EXIT` ≥ 6.15, `PIDFD_INFO_COREDUMP` ≥ 6.16,
+/// `PIDFD_INFO_COREDUMP_SIGNAL` and `PIDFD_INFO_SUPPORTED_MASK` ≥ 6.19).
 ///
 /// `request` is the set of `PIDFD_INFO_*` bits wanted; the result's `mask`
 /// says which the kernel filled. On a reaped process only
@@ -266,6 +291,9 @@ pub fn pidfd_get_info(pidfd: BorrowedFd<'_>, request: u64) -> io::Result<PidfdIn
     // reads and writes at most that many bytes of `info`, which is live and
     // writable for the whole call.
     check_int(unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO as _, &raw mut info) })?;
+    // Linux 6.18 sets PIDFD_INFO_COREDUMP even for a struct too short to hold
+    // coredump_mask (measured with a 64-byte struct); ours holds every bit we
+    // name, so a bit here always has its field behind it.
     Ok(info)
 }
 

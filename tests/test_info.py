@@ -30,8 +30,17 @@ FIELDS = [
     "fsgid",
     "cgroupid",
     "exit_status",
+    "coredump_mask",
+    "coredump_signal",
+    "supported_mask",
 ]
-LIVE_ONLY = [f for f in FIELDS if f not in ("pid", "cgroupid", "exit_status")]
+LIVE_ONLY = [f for f in FIELDS[:11] if f != "pid"]
+HAS_COREDUMP = kernel_at_least(6, 16)
+
+# include/uapi/linux/pidfd.h: request/result bits and coredump_mask bits.
+INFO_PID, INFO_CREDS, INFO_CGROUPID, INFO_EXIT = 1, 2, 4, 8
+INFO_COREDUMP, INFO_SUPPORTED_MASK, INFO_COREDUMP_SIGNAL = 16, 32, 64
+COREDUMPED, COREDUMP_SKIP, COREDUMP_USER = 1, 2, 4
 
 
 def proc_status(pid: int) -> dict[str, list[int]]:
@@ -196,6 +205,7 @@ def test_info_repr_names_the_fields(procs):
         text = repr(handle.info())
     assert text.startswith("ProcessInfo(")
     assert f"pid={proc.pid}" in text and f"ppid={os.getpid()}" in text
+    assert "coredump_mask=" in text and "supported_mask=" in text
 
 
 def test_info_on_closed_handle_raises(procs):
@@ -218,3 +228,104 @@ async def test_async_info(procs):
             await handle.wait_exit()
         assert handle.info().exit_status == ExitStatus.from_waitstatus(3 << 8)
     assert proc.popen.wait(10) == 3
+
+
+DUMP_OFF = "import resource\nresource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+# prctl(PR_SET_DUMPABLE, 0): the process makes itself non-dumpable.
+NOT_DUMPABLE = "import ctypes\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\n"
+
+
+@pytest.mark.skipif(not HAS_COREDUMP, reason="PIDFD_INFO_COREDUMP needs Linux >= 6.16")
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [("", COREDUMP_USER), (NOT_DUMPABLE, COREDUMP_SKIP)],
+    ids=["dumpable", "not-dumpable"],
+)
+def test_info_live_coredump_mask_says_how_a_dump_would_be_taken(procs, setup, expected):
+    # A live process: the rights a dump would be taken with (as the user), or
+    # that it would be skipped once the process made itself non-dumpable.
+    proc = procs.child(setup + "print('ready', flush=True)\nsys.stdin.buffer.read(1)\n")
+    proc.release()
+    assert proc.readline() == "ready\n"
+    with PidFd.from_pid(proc.pid) as handle:
+        info = handle.info()
+    assert info.coredump_mask == expected
+    assert_matches_proc(info, proc.pid)
+
+
+@pytest.mark.skipif(HAS_COREDUMP, reason="checks a kernel older than 6.16")
+def test_info_without_coredump_support_reports_none(procs):
+    proc = procs.child("")
+    with PidFd.from_pid(proc.pid) as handle:
+        info = handle.info()
+    assert info.coredump_mask is None
+    assert info.coredump_signal is None
+    assert info.supported_mask is None
+
+
+@pytest.mark.skipif(not HAS_COREDUMP, reason="PIDFD_INFO_COREDUMP needs Linux >= 6.16")
+@pytest.mark.parametrize(
+    ("code", "signo"),
+    [
+        ("sys.exit(0)", None),
+        (DUMP_OFF + "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", signal.SIGSEGV),
+        (DUMP_OFF + "import os\nos.abort()", signal.SIGABRT),
+    ],
+    ids=["exit", "SIGSEGV-no-core", "SIGABRT-no-core"],
+)
+def test_info_reaped_process_that_made_no_core(procs, code, signo):
+    # RLIMIT_CORE 0 (or a plain exit): no core was written, so the kernel never
+    # reports PIDFD_COREDUMPED, whatever else it knows.
+    proc = procs.child(code)
+    with PidFd.from_pid(proc.pid) as handle:
+        proc.release()
+        status = proc.popen.wait(10)
+        info = handle.info()
+    assert status == (-signo if signo else 0)
+    assert info.exit_status is not None
+    assert info.exit_status.signal == signo
+    assert info.exit_status.core_dumped is False
+    assert info.coredump_mask is not None
+    assert info.coredump_mask & COREDUMPED == 0
+    assert info.coredump_signal in (None, 0)
+
+
+@pytest.mark.skipif(
+    not kernel_at_least(6, 19),
+    reason="PIDFD_INFO_SUPPORTED_MASK needs Linux >= 6.19 (6.18 does not report it)",
+)
+def test_info_supported_mask_names_the_fields_the_kernel_knows(procs):
+    proc = procs.child("")
+    with PidFd.from_pid(proc.pid) as handle:
+        info = handle.info()
+    assert info.supported_mask is not None
+    known = (
+        INFO_PID
+        | INFO_CREDS
+        | INFO_CGROUPID
+        | INFO_EXIT
+        | INFO_COREDUMP
+        | INFO_SUPPORTED_MASK
+        | INFO_COREDUMP_SIGNAL
+    )
+    assert info.supported_mask & known == known
+    # Asked together with PIDFD_INFO_COREDUMP, the signal always comes back.
+    assert info.coredump_signal == 0
+
+
+def test_info_newer_fields_are_none_or_consistent(procs):
+    # Every kernel: a field is None exactly when the kernel did not report it,
+    # and a kernel that reports supported_mask lists each field it filled.
+    proc = procs.child("")
+    with PidFd.from_pid(proc.pid) as handle:
+        info = handle.info()
+    if info.supported_mask is not None:
+        filled = INFO_PID | INFO_CREDS | INFO_SUPPORTED_MASK
+        if info.coredump_mask is not None:
+            filled |= INFO_COREDUMP
+        if info.coredump_signal is not None:
+            filled |= INFO_COREDUMP_SIGNAL
+        assert info.supported_mask & filled == filled
+    if info.coredump_signal is not None:
+        assert info.coredump_mask is not None
+    assert (info.coredump_mask is not None) == HAS_COREDUMP

@@ -55,6 +55,30 @@ def test_closed_handle_collected_quietly(spawn, cls: type[PidFd | AsyncPidFd]) -
     assert _collect_unclosed(lambda: None) == []
 
 
+@pytest.mark.parametrize("filter_", ["ignore", "always", "error"])
+def test_unclosed_temporary_keeps_the_exception_it_raised(filter_: str) -> None:
+    # A call on a handle nobody holds raises, and the handle is dropped while
+    # that exception propagates: the caller must get that exception (here
+    # ChildProcessError), never a SystemError from the warning in between.
+    code = (
+        "import os\n"
+        "from pidfd import PidFd\n"
+        "try:\n"
+        "    PidFd.from_pid(os.getppid()).try_wait()\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", f"{filter_}::ResourceWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ChildProcessError\n", (out.stdout, out.stderr)
+
+
 def test_unclosed_handle_under_error_filter_is_reported_not_raised(tmp_path) -> None:
     # -W error turns the warning into an exception, which a destructor
     # cannot raise: it is reported as unraisable, as for an unclosed file.

@@ -333,6 +333,23 @@ class ProcessInfo:
     def exit_status(self) -> ExitStatus | None:
         """How the process ended, once it has exited and the kernel can tell."""
 
+    @property
+    def coredump_mask(self) -> int | None:
+        """``PIDFD_COREDUMP*`` bits (``PIDFD_INFO_COREDUMP``, Linux >= 6.16).
+
+        For a live process, how a dump would be taken: 4 (``PIDFD_COREDUMP_USER``)
+        or 2 (``PIDFD_COREDUMP_SKIP``, not dumpable); after a recorded crash
+        1 (``PIDFD_COREDUMPED``) with the rights the dump was taken with.
+        """
+
+    @property
+    def coredump_signal(self) -> int | None:
+        """The signal that made it dump core, 0 if none (Linux >= 6.19)."""
+
+    @property
+    def supported_mask(self) -> int | None:
+        """The ``PIDFD_INFO_*`` bits this kernel knows (Linux >= 6.19)."""
+
 def wait_any(handles: Iterable[PidFd], timeout: float | None = None) -> list[PidFd]:
     """Block until at least one handle's process has exited; return those that have.
 
