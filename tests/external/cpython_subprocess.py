@@ -246,10 +246,14 @@ def make_env(py: str, workdir: Path, wheel: str | None) -> str:
 def run_mode(vpy: str, mode: str, workdir: Path, patterns: list[str]) -> dict[str, object]:
     out = workdir / f"{mode}.json"
     cmd = [vpy, __file__, "--driver", mode, str(out), *(["-k", *patterns] if patterns else [])]
+    # Each mode in a folder of its own: the two run side by side, and some
+    # tests create fixed names in the working directory (tempcwd).
+    cwd = workdir / f"cwd-{mode}"
+    cwd.mkdir(exist_ok=True)
     # Its own session: a test that signals its process group stays inside.
     proc = subprocess.run(
         cmd,
-        cwd=workdir,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
