@@ -631,6 +631,7 @@ impl PidFd {
             | sys::PIDFD_INFO_EXIT
             | sys::PIDFD_INFO_COREDUMP
             | sys::PIDFD_INFO_COREDUMP_SIGNAL
+            | sys::PIDFD_INFO_COREDUMP_CODE
             | sys::PIDFD_INFO_SUPPORTED_MASK;
         // A kernel ignores the bits it does not know: each field below is
         // filled only when the kernel sets its bit in the answer.
@@ -671,6 +672,7 @@ impl PidFd {
             exit_status: exit.map(|e| Py::new(py, ExitStatus(e))).transpose()?,
             coredump_mask: has(sys::PIDFD_INFO_COREDUMP).then_some(info.coredump_mask),
             coredump_signal: has(sys::PIDFD_INFO_COREDUMP_SIGNAL).then_some(info.coredump_signal),
+            coredump_code: has(sys::PIDFD_INFO_COREDUMP_CODE).then_some(info.coredump_code),
             supported_mask: has(sys::PIDFD_INFO_SUPPORTED_MASK).then_some(info.supported_mask),
         })
     }

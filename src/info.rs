@@ -38,10 +38,12 @@ pub struct ProcessInfo {
     /// `PIDFD_COREDUMP*` bits (Linux ≥ 6.16): for a live process the rights a
     /// dump would be taken with, after a crash what became of the dump.
     pub(crate) coredump_mask: Option<u32>,
-    /// The signal that made the process dump core, 0 if it did not
-    /// (Linux ≥ 6.19).
+    /// The signal that made the process dump core, 0 if it did not (kernels
+    /// after 6.18).
     pub(crate) coredump_signal: Option<u32>,
-    /// The `PIDFD_INFO_*` bits this kernel knows (Linux ≥ 6.19).
+    /// That signal's `si_code` (kernels after 6.18).
+    pub(crate) coredump_code: Option<u32>,
+    /// The `PIDFD_INFO_*` bits this kernel knows (kernels after 6.18).
     pub(crate) supported_mask: Option<u64>,
 }
 
@@ -57,7 +59,7 @@ impl ProcessInfo {
         let _ = py;
         format!(
             "ProcessInfo(pid={}, tgid={}, ppid={}, ruid={}, euid={}, rgid={}, egid={}, cgroupid={}, exit_status={exit}, \
-             coredump_mask={}, coredump_signal={}, supported_mask={})",
+             coredump_mask={}, coredump_signal={}, coredump_code={}, supported_mask={})",
             self.pid,
             opt(self.tgid),
             opt(self.ppid),
@@ -69,6 +71,7 @@ impl ProcessInfo {
                 .map_or_else(|| "None".to_owned(), |v| v.to_string()),
             hex(self.coredump_mask.map(u64::from)),
             opt(self.coredump_signal),
+            opt(self.coredump_code),
             hex(self.supported_mask),
         )
     }

@@ -34,19 +34,24 @@ pub const PIDFD_INFO_CGROUPID: u64 = 1 << 2;
 pub const PIDFD_INFO_EXIT: u64 = 1 << 3;
 /// `coredump_mask` (Linux ≥ 6.16): only returned when requested.
 pub const PIDFD_INFO_COREDUMP: u64 = 1 << 4;
-/// `supported_mask`: the `PIDFD_INFO_*` bits this kernel knows (Linux ≥ 6.19;
-/// 6.18 does not know the bit, measured).
+/// `supported_mask`: the `PIDFD_INFO_*` bits this kernel knows (after 6.18,
+/// which does not know the bit; 7.2 reports it, both measured).
 pub const PIDFD_INFO_SUPPORTED_MASK: u64 = 1 << 5;
-/// `coredump_signal` (Linux ≥ 6.19), returned with `PIDFD_INFO_COREDUMP`.
+/// `coredump_signal`, with `PIDFD_INFO_COREDUMP` (after 6.18).
 pub const PIDFD_INFO_COREDUMP_SIGNAL: u64 = 1 << 6;
+/// `coredump_code` (the `si_code` of the dump's signal), with
+/// `PIDFD_INFO_COREDUMP` (after 6.18).
+pub const PIDFD_INFO_COREDUMP_CODE: u64 = 1 << 7;
 
-/// `struct pidfd_info` up to `supported_mask` (`PIDFD_INFO_SIZE_VER2`, 80
+/// `struct pidfd_info` up to `supported_mask` (`PIDFD_INFO_SIZE_VER3`, 88
 /// bytes).
 ///
 /// The struct is versioned by size, which the request number encodes: a
 /// kernel that knows a shorter struct (6.13–6.15 know the first 64 bytes,
 /// `PIDFD_INFO_SIZE_VER0`; 6.16–6.18 the first 72) copies out what it knows
-/// and zeroes the rest. The kernel fills only the fields whose bit it sets in
+/// and zeroes the rest. `supported_mask` sits at offset 80, after the
+/// coredump fields: measured on 7.2, where an 80-byte struct read it as the
+/// `coredump_code` at offset 72 (always 0 there). The kernel fills only the fields whose bit it sets in
 /// `mask`; 6.13 and 6.14 have `exit_code` reserved.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -83,16 +88,21 @@ pub struct PidfdInfo {
     pub coredump_mask: u32,
     /// The signal that made it dump core (`PIDFD_INFO_COREDUMP_SIGNAL`).
     pub coredump_signal: u32,
+    /// That signal's `si_code` (`PIDFD_INFO_COREDUMP_CODE`).
+    pub coredump_code: u32,
+    /// Reserved.
+    pub coredump_pad: u32,
     /// The `PIDFD_INFO_*` bits the kernel supports
     /// (`PIDFD_INFO_SUPPORTED_MASK`).
     pub supported_mask: u64,
 }
 
-// The uapi layout: 64 bytes up to `exit_code`, 72 with the coredump pair, 80
-// with `supported_mask`.
-const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 80);
+// The uapi layout: 64 bytes up to `exit_code`, 72 with coredump mask and
+// signal, 80 with the code, 88 with `supported_mask`.
+const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 88);
 const _: () = assert!(std::mem::offset_of!(PidfdInfo, coredump_mask) == 64);
-const _: () = assert!(std::mem::offset_of!(PidfdInfo, supported_mask) == 72);
+const _: () = assert!(std::mem::offset_of!(PidfdInfo, coredump_code) == 72);
+const _: () = assert!(std::mem::offset_of!(PidfdInfo, supported_mask) == 80);
 
 const PIDFS_IOCTL_MAGIC: libc::c_ulong = 0xFF;
 
@@ -274,7 +284,7 @@ pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, targetfd: libc::c_int) -> io::Result<O
 
 /// `ioctl(pidfd, PIDFD_GET_INFO, struct pidfd_info *)` — Linux ≥ 6.13
 /// (`PIDFD_INFO_EXIT` ≥ 6.15, `PIDFD_INFO_COREDUMP` ≥ 6.16,
-/// `PIDFD_INFO_COREDUMP_SIGNAL` and `PIDFD_INFO_SUPPORTED_MASK` ≥ 6.19).
+/// the coredump signal and code and `PIDFD_INFO_SUPPORTED_MASK` after 6.18).
 ///
 /// `request` is the set of `PIDFD_INFO_*` bits wanted; the result's `mask`
 /// says which the kernel filled. On a reaped process only

@@ -41,9 +41,9 @@ NR_PIDFD_GETFD = 438
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 
-# _IOWR(0xFF, 11, struct pidfd_info), 80 bytes (up to supported_mask): what
+# _IOWR(0xFF, 11, struct pidfd_info), 88 bytes (up to supported_mask): what
 # pidfd sends for PIDFD_GET_INFO.
-PIDFD_GET_INFO = (3 << 30) | (80 << 16) | (0xFF << 8) | 11
+PIDFD_GET_INFO = (3 << 30) | (88 << 16) | (0xFF << 8) | 11
 PIDFD_THREAD = os.O_EXCL
 SO_PEERPIDFD = 77
 P_PIDFD = 3

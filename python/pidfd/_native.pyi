@@ -344,11 +344,15 @@ class ProcessInfo:
 
     @property
     def coredump_signal(self) -> int | None:
-        """The signal that made it dump core, 0 if none (Linux >= 6.19)."""
+        """The signal that made it dump core, 0 if none (kernels after 6.18)."""
+
+    @property
+    def coredump_code(self) -> int | None:
+        """That signal's ``si_code``, 0 if none (kernels after 6.18)."""
 
     @property
     def supported_mask(self) -> int | None:
-        """The ``PIDFD_INFO_*`` bits this kernel knows (Linux >= 6.19)."""
+        """The ``PIDFD_INFO_*`` bits this kernel knows (kernels after 6.18)."""
 
 def wait_any(handles: Iterable[PidFd], timeout: float | None = None) -> list[PidFd]:
     """Block until at least one handle's process has exited; return those that have.
