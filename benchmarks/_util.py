@@ -14,7 +14,8 @@ import shutil
 import signal
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 TRUE = shutil.which("true") or "/bin/true"
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -130,6 +131,35 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
+
+
+def time_peers(
+    table: dict[str, tuple[Any, Any]],
+    sizes: Sequence[int],
+    order: Callable[[list[str]], list[str]],
+    once: Callable[[Any, Any, int], tuple[float, float]],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Time every peer of ``table`` (name -> ``(setup, one)``) at each size.
+
+    Each peer first runs once untimed (imports, watchers), then at every size
+    in the order ``order(names)`` gives; ``once(setup, one, n)`` runs ``n``
+    children and returns (wall seconds, parent CPU seconds). Every child left
+    is killed and reaped however it ends.
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for setup, one in table.values():
+            once(setup, one, 20)  # warm-up
+        for n in sizes:
+            res = {}
+            for name in order(list(table)):
+                setup, one = table[name]
+                wall, cpu = once(setup, one, n)
+                res[name] = {"seconds": wall, "cpu_us_per_child": cpu / n * 1e6}
+            out[str(n)] = res
+    finally:
+        kill_and_reap_all()
+    return out
 
 
 def rotate(items: Sequence, by: int) -> list:

@@ -217,21 +217,12 @@ def _order(names: list[str], rot: int) -> list[str]:
 
 def run_timing(cfg: dict) -> dict:
     backend, sizes, rot = cfg["backend"], cfg["sizes"], cfg["rotation"]
-    table = peers(backend)
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    try:
-        for setup, one in table.values():
-            _once(backend, setup, one, 20)  # warm-up: imports, watchers
-        for n in sizes:
-            res = {}
-            for name in _order(list(table), rot):
-                setup, one = table[name]
-                wall, cpu = _once(backend, setup, one, n)
-                res[name] = {"seconds": wall, "cpu_us_per_child": cpu / n * 1e6}
-            out[str(n)] = res
-    finally:
-        _util.kill_and_reap_all()
-    return out
+    return _util.time_peers(
+        peers(backend),
+        sizes,
+        order=lambda names: _order(names, rot),
+        once=lambda setup, one, n: _once(backend, setup, one, n),
+    )
 
 
 def run_memory(cfg: dict) -> dict:

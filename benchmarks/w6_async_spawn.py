@@ -160,21 +160,12 @@ def _once(
 def run_timing(cfg: dict) -> dict:
     backend, sizes, rot = cfg["backend"], cfg["sizes"], cfg["rotation"]
     _util.raise_nofile(8 * max(sizes) + 1024)
-    table = peers(backend)
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    try:
-        for setup, one in table.values():
-            _once(backend, setup, one, 20)  # warm-up: imports, watchers
-        for n in sizes:
-            res = {}
-            for name in _util.rotate(list(table), rot):
-                setup, one = table[name]
-                wall, cpu = _once(backend, setup, one, n)
-                res[name] = {"seconds": wall, "cpu_us_per_child": cpu / n * 1e6}
-            out[str(n)] = res
-    finally:
-        _util.kill_and_reap_all()
-    return out
+    return _util.time_peers(
+        peers(backend),
+        sizes,
+        order=lambda names: _util.rotate(names, rot),
+        once=lambda setup, one, n: _once(backend, setup, one, n),
+    )
 
 
 def run_threads(cfg: dict) -> dict:
