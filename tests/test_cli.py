@@ -432,7 +432,7 @@ pid = os.fork()
 if pid == 0:
     os.execv(sys.executable, [sys.executable, "-c", sys.argv[1]])
 _, status, ru = os.wait4(pid, 0)
-print(json.dumps({"status": status, "utime": ru.ru_utime, "maxrss": ru.ru_maxrss}))
+print(json.dumps({"status": status, "cpu": ru.ru_utime + ru.ru_stime, "maxrss": ru.ru_maxrss}))
 """
 
 
@@ -440,7 +440,9 @@ def test_run_rusage_matches_wait4() -> None:
     # Same workload under `pidfd run` and under fork/exec/wait4 in a fresh,
     # equally small Python parent (a child's max RSS starts at its parent's,
     # so the parent must not be this big test process). A units check, not a
-    # benchmark: RSS within 20 %, user CPU of the same order.
+    # benchmark: RSS within 20 %, CPU of the same order. The workload spins
+    # until its user+system time reaches 0.3 s, so the sum is what it fixes;
+    # how the kernel splits it (page faults are system time) varies by run.
     result = cli("run", "--json", "--", sys.executable, "-c", WORKLOAD)
     assert result.returncode == 0, result.stderr
     ours = last_json(result.stdout)["rusage"]
@@ -455,7 +457,8 @@ def test_run_rusage_matches_wait4() -> None:
     assert ref["status"] == 0
     assert ref["maxrss"] > 80 << 10  # KiB: the workload really ran
     assert 0.8 < ours["max_rss_kib"] / ref["maxrss"] < 1.2, (ours, ref)
-    assert 0.5 < ours["user_cpu_s"] / ref["utime"] < 2.0, (ours, ref)
+    cpu = ours["user_cpu_s"] + ours["system_cpu_s"]
+    assert 0.5 < cpu / ref["cpu"] < 2.0, (ours, ref)
 
 
 # A session leader whose controlling terminal is the pty fd argv[1], which
