@@ -103,6 +103,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 # timeout(1)'s DURATION suffixes: seconds (the default), minutes, hours, days.
+# Longer than any run (about 68 years) and within what sigtimedwait() takes.
+MAX_DURATION = float(2**31 - 1)
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -120,7 +122,8 @@ def _seconds(text: str) -> float:
         ) from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text!r}")
-    return value
+    # Clamped, as timeout(1) does: a kernel wait cannot be longer anyway.
+    return min(value, MAX_DURATION)
 
 
 def _positive_int(text: str) -> int:
@@ -140,7 +143,12 @@ def _pid(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"a process id is a positive number, not {value}")
+    if value > PID_MAX:
+        raise argparse.ArgumentTypeError(f"not a process id: {value} (a pid is at most {PID_MAX})")
     return value
+
+
+PID_MAX = 2**31 - 1
 
 
 RUN_EPILOG = f"""\
@@ -240,7 +248,7 @@ def _build_parser() -> _Parser:
         formatter_class=fmt,
     )
     run.usage_status = RUN_FAILED
-    run.set_defaults(run_parser=run)
+    run.set_defaults(run_parser=run, sub_parser=run)
     run.add_argument(
         "--timeout",
         type=_seconds,
@@ -288,6 +296,7 @@ def _build_parser() -> _Parser:
         epilog=WAIT_EPILOG,
         formatter_class=fmt,
     )
+    wait.set_defaults(sub_parser=wait)
     wait.add_argument(
         "--timeout",
         type=_seconds,
@@ -321,6 +330,7 @@ def _build_parser() -> _Parser:
         epilog=INFO_EPILOG,
         formatter_class=fmt,
     )
+    info.set_defaults(sub_parser=info)
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("pid", type=_pid, metavar="PID", help="process id")
     return parser
@@ -407,7 +417,7 @@ def _main(argv: Sequence[str] | None) -> _Outcome:
         args, extra = parser.parse_known_args(argv)
         if extra:
             # Report it from the subcommand's parser: `run` has its own status.
-            culprit = args.run_parser if args.command == "run" else parser
+            culprit = getattr(args, "sub_parser", parser)
             culprit.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version and usage errors
         return _Outcome(exc.code if isinstance(exc.code, int) else 1)
@@ -539,6 +549,8 @@ class _Output:
     def err(self, text: str) -> None:
         """A message on stderr, e.g. a pid that does not exist."""
         self.clear()
+        if sys.stderr is None:  # started with 2>&-: nowhere to say it
+            return
         with contextlib.suppress(OSError):
             print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
@@ -680,10 +692,23 @@ def _run_blocked(
     except OSError as exc:
         out.err(f"{cmd[0]}: {exc.strerror or exc}")
         if exc.errno == errno.ENOENT:
-            return _Outcome(RUN_NOT_FOUND)
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
-            return _Outcome(RUN_NOT_EXECUTABLE)
-        return _Outcome(RUN_FAILED)
+            code = RUN_NOT_FOUND
+        elif exc.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
+            code = RUN_NOT_EXECUTABLE
+        else:
+            code = RUN_FAILED
+        if args.json:
+            _emit_run_report(
+                {
+                    "command": cmd,
+                    "started": False,
+                    "error": exc.strerror or str(exc),
+                    "errno": exc.errno,
+                    "exit_status": code,
+                },
+                as_json=True,
+            )
+        return _Outcome(code)
 
     # The child is not reaped until we wait for it, so its pid cannot have
     # been reused yet: opening the handle now is race-free.
@@ -725,9 +750,9 @@ def _emit_run_report(report: dict[str, Any], *, as_json: bool) -> None:
     try:
         if as_json:
             print(json.dumps(report), flush=True)
-        else:
+        elif sys.stderr is not None:  # None when started with 2>&-
             _print_run_report(report, sys.stderr)
-    except OSError:
+    except (OSError, AttributeError):
         # EPIPE (`pidfd run --json -- seq 1 100000 | head -1`) or a closed
         # fd: the command's status is what the caller asked for, and it
         # stands. stdout is pointed at /dev/null so that the flush at exit
@@ -746,8 +771,9 @@ def _supervise(
 ) -> tuple[ExitInfo, dict[str, Any]]:
     """Wait for the command, forwarding signals and enforcing --timeout."""
     events: dict[str, Any] = {"timed_out": False, "sigkill_sent": False, "forwarded": []}
-    timeout: float | None = args.timeout
-    kill_after: float = args.kill_after
+    # 0 disables either, as in timeout(1).
+    timeout: float | None = args.timeout or None
+    kill_after: float = args.kill_after or math.inf
     term_at: float | None = None
     own_pgrp = os.getpgrp()
     label = shlex.join(cmd)
@@ -760,6 +786,8 @@ def _supervise(
             term_at = now
             events["timed_out"] = True
             _send(handle, signal.SIGTERM)
+            # A stopped command would never act on SIGTERM: wake it, as timeout(1) does.
+            _send(handle, signal.SIGCONT)
         if term_at is not None and not events["sigkill_sent"] and now - term_at >= kill_after:
             events["sigkill_sent"] = True
             _send(handle, signal.SIGKILL)
@@ -878,8 +906,8 @@ def _run_report(
         "signals_received": events["forwarded"],
         "elapsed_s": round(elapsed, 6),
         "rusage": {
-            "user_cpu_s": ru.ru_utime,
-            "system_cpu_s": ru.ru_stime,
+            "user_cpu_s": round(ru.ru_utime, 6),
+            "system_cpu_s": round(ru.ru_stime, 6),
             "max_rss_kib": ru.ru_maxrss,
             "minor_faults": ru.ru_minflt,
             "major_faults": ru.ru_majflt,
