@@ -913,3 +913,46 @@ def test_bad_durations_are_usage_errors(text: str) -> None:
     result = cli("run", "--kill-after", text, "--", "true")
     assert result.returncode == 125
     assert "--kill-after" in result.stderr
+
+
+# Issue 22: huge durations, 0 disables, pid range, closed stderr, JSON on a failed start.
+@pytest.mark.parametrize("opt", ["--timeout", "--kill-after"])
+def test_huge_durations_are_clamped(opt: str) -> None:
+    result = cli("run", opt, "1e300", "--", "true")
+    assert result.returncode == 0, result.stderr
+
+
+def test_timeout_zero_disables() -> None:
+    result = cli("run", "--timeout", "0", "--", "sh", "-c", "exit 4")
+    assert result.returncode == 4, result.stderr
+
+
+@pytest.mark.parametrize("sub", ["wait", "info"])
+def test_pid_beyond_pid_t_is_a_usage_error(sub: str) -> None:
+    result = cli(sub, "2147483648")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_info_extra_argument_shows_info_usage() -> None:
+    result = cli("info", "1", "2")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: pidfd info")
+
+
+def test_run_status_survives_closed_stderr() -> None:
+    argv = shlex.join([*PIDFD, "run", "--", "sh", "-c", "exit 3"])
+    result = subprocess.run(["sh", "-c", f"{argv} 2>&-"], timeout=LIMIT, check=False)
+    assert result.returncode == 3
+
+
+def test_run_json_when_the_command_cannot_start() -> None:
+    result = cli("run", "--json", "--", "nosuchcmd-pidfd-test")
+    assert result.returncode == 127
+    assert json.loads(result.stdout)["started"] is False
+
+
+def test_run_timeout_wakes_a_stopped_command() -> None:
+    result = cli("run", "--json", "--timeout", "0.5", "--", "sh", "-c", "kill -STOP $$")
+    assert result.returncode == 124
+    assert last_json(result.stdout)["signal_name"] == "SIGTERM"
