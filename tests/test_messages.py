@@ -204,3 +204,10 @@ def test_positive_timeout_names_its_length(spawn) -> None:
             handle.wait(timeout=0.05)
         with pytest.raises(TimeoutError, match=r"had exited after the 0\.05s timeout"):
             pidfd.wait_any([handle], timeout=0.05)
+
+
+def test_subreaper_grace_of_wrong_type_is_a_type_error() -> None:
+    import pidfd
+
+    with pytest.raises(TypeError, match="grace must be a number of seconds, not str"):
+        pidfd.Subreaper(grace="1")  # type: ignore[arg-type]

@@ -534,3 +534,89 @@ def test_close_from_another_thread_while_the_waiters_loop_is_stopped(
     finally:
         loop.close()
     assert is_running(pid)
+
+
+# -- issue 22: leaving run_process / open_process on a cancellation kills the child --
+
+_STUBBORN = ["sh", "-c", "trap '' TERM INT; exec sleep 30"]
+
+
+def _assert_reaped(pid: int) -> None:
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+async def _run_recording(pids: list[int]) -> None:
+    async with await pidfd_mod.open_process(_STUBBORN) as proc:
+        pids.append(proc.pid)
+        await proc.wait()
+
+
+import pidfd as pidfd_mod  # noqa: E402
+
+
+@pytest.mark.parametrize("way", ["cancel", "wait_for", "timeout", "move_on_after", "fail_after"])
+def test_asyncio_cancellation_kills_a_stubborn_child(way: str) -> None:
+    pids: list[int] = []
+
+    async def main() -> None:
+        if way == "cancel":
+            task = asyncio.ensure_future(_run_recording(pids))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        elif way == "wait_for":
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(_run_recording(pids), 0.2)
+        elif way == "timeout":
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await _run_recording(pids)
+        elif way == "move_on_after":
+            with anyio.move_on_after(0.2):
+                await _run_recording(pids)
+        else:
+            with pytest.raises(TimeoutError):
+                with anyio.fail_after(0.2):
+                    await _run_recording(pids)
+
+    start = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - start < 10  # the child sleeps 30 s
+    assert len(pids) == 1
+    _assert_reaped(pids[0])
+
+
+def test_asyncio_wait_for_run_process_kills_a_stubborn_child() -> None:
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pidfd_mod.run_process(_STUBBORN), 0.2)
+
+    start = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - start < 10
+
+
+def test_trio_move_on_after_kills_a_stubborn_child() -> None:
+    pids: list[int] = []
+
+    async def main() -> None:
+        with trio.move_on_after(0.2):
+            await _run_recording(pids)
+
+    trio.run(main)
+    _assert_reaped(pids[0])
+
+
+def test_keyboard_interrupt_in_block_kills_a_stubborn_child() -> None:
+    pids: list[int] = []
+
+    async def main() -> None:
+        async with await pidfd_mod.open_process(_STUBBORN) as proc:
+            pids.append(proc.pid)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    _assert_reaped(pids[0])

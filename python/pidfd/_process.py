@@ -202,6 +202,19 @@ class Process(anyio.abc.Process):
                 await self.wait()
             raise
 
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # Leaving the block because of a cancellation (asyncio delivers its
+        # CancelledError once, so aclose()'s own wait() would not see it) or
+        # Ctrl-C: kill first, then close and reap, shielded.
+        if exc is not None and (
+            isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class())
+        ):
+            with anyio.CancelScope(shield=True):
+                self._kill_for_exit()
+                await self.aclose()
+            return
+        await self.aclose()
+
     # -- beyond anyio -------------------------------------------------------------
 
     @property

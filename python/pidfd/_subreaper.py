@@ -154,6 +154,8 @@ class Subreaper:
     """
 
     def __init__(self, *, grace: float = 2.0) -> None:
+        if isinstance(grace, bool) or not isinstance(grace, int | float):
+            raise TypeError(f"grace must be a number of seconds, not {type(grace).__name__}")
         if not grace >= 0:  # also refuses NaN
             raise ValueError(f"grace must be a number of seconds >= 0, not {grace!r}")
         #: Seconds between ``SIGTERM`` and ``SIGKILL`` when the block ends.
