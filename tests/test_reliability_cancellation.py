@@ -23,6 +23,7 @@ import pytest
 import trio
 
 import _reliability_helpers as rh
+import pidfd as pidfd_mod
 from _reliability_helpers import (
     Children,
     fd_target,
@@ -550,9 +551,6 @@ async def _run_recording(pids: list[int]) -> None:
     async with await pidfd_mod.open_process(_STUBBORN) as proc:
         pids.append(proc.pid)
         await proc.wait()
-
-
-import pidfd as pidfd_mod  # noqa: E402
 
 
 @pytest.mark.parametrize("way", ["cancel", "wait_for", "timeout", "move_on_after", "fail_after"])
