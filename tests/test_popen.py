@@ -649,3 +649,71 @@ def test_run_rejects_conflicting_arguments() -> None:
         pidfd.run([TRUE], input=b"x", stdin=subprocess.DEVNULL)
     with pytest.raises(ValueError, match="capture_output"):
         pidfd.run([TRUE], capture_output=True, stdout=subprocess.DEVNULL)
+
+
+# -- the rest of subprocess: `import pidfd as subprocess` --------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["PIPE", "DEVNULL", "STDOUT", "CalledProcessError", "TimeoutExpired", "SubprocessError"],
+)
+def test_subprocess_names_are_the_stock_objects(name: str) -> None:
+    assert getattr(pidfd, name) is getattr(subprocess, name)
+
+
+def test_call_returns_the_returncode() -> None:
+    assert pidfd.call([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+
+
+def test_call_timeout_kills_and_reaps_the_child() -> None:
+    pids: list[int] = []
+    real = pidfd.Popen.__init__
+
+    def recording(self: pidfd.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        real(self, *args, **kwargs)
+        pids.append(self.pid)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pidfd.Popen, "__init__", recording)
+        started = time.monotonic()
+        with pytest.raises(subprocess.TimeoutExpired):
+            pidfd.call(["sleep", "60"], timeout=0.2)
+        # Killed, not waited for: leaving Popen's block would wait out the 60 s.
+        assert time.monotonic() - started < 30
+    assert len(pids) == 1
+    assert not is_unreaped(pids[0])  # killed and reaped before the raise
+
+
+def test_check_call_raises_on_failure() -> None:
+    assert pidfd.check_call(["true"]) == 0
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        pidfd.check_call(["sh", "-c", "exit 2"])
+    assert caught.value.returncode == 2
+    assert caught.value.cmd == ["sh", "-c", "exit 2"]
+
+
+def test_check_output_returns_stdout_and_raises_with_it() -> None:
+    assert pidfd.check_output(["echo", "hi"], text=True) == "hi\n"
+    # input=None is an empty stdin, as in the stock function: cat returns at once.
+    assert pidfd.check_output(["cat"], input=None, timeout=10) == b""
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        pidfd.check_output(["sh", "-c", "echo out; exit 4"])
+    assert (caught.value.returncode, caught.value.output) == (4, b"out\n")
+    with pytest.raises(ValueError, match="stdout argument not allowed"):
+        pidfd.check_output(["true"], stdout=subprocess.DEVNULL)
+
+
+def test_check_output_runs_on_pidfd_popen() -> None:
+    seen: list[type] = []
+    real = pidfd.Popen.__init__
+
+    def recording(self: pidfd.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        real(self, *args, **kwargs)
+        seen.append(type(self))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pidfd.Popen, "__init__", recording)
+        pidfd.check_output(["true"])
+        pidfd.call(["true"])
+    assert seen == [pidfd.Popen, pidfd.Popen]

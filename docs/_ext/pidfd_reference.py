@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,11 @@ class Reference:
                     "public name %s is not in the API reference: add it to docs/api.md",
                     full,
                 )
+            if obj is getattr(subprocess, name, None):
+                # Re-exported as the standard library's own object (so that
+                # `import pidfd as subprocess` works): documented by Python,
+                # and its docstrings are not ours to write.
+                continue
             self._require_doc(full, obj)
             if inspect.isclass(obj):
                 attr_docs = _attribute_docs(obj)

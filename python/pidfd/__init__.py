@@ -25,7 +25,17 @@ if not sys.platform.startswith("linux"):  # pragma: no cover - exercised on othe
         f"asyncio.subprocess or psutil."
     )
 
+from subprocess import (
+    DEVNULL,
+    PIPE,
+    STDOUT,
+    CalledProcessError,
+    SubprocessError,
+    TimeoutExpired,
+)
+
 from pidfd._async import AsyncPidFd
+from pidfd._calls import call, check_call, check_output
 from pidfd._native import (
     ExitInfo,
     ExitStatus,
@@ -38,8 +48,16 @@ from pidfd._process import Process, open_process, run_process
 from pidfd._subreaper import Subreaper
 from pidfd._waitany import wait_any
 
+# The subprocess names a caller of Popen/run reaches for, so that
+# ``import pidfd as subprocess`` works: the stock objects themselves, so
+# ``except subprocess.TimeoutExpired`` and ``except pidfd.TimeoutExpired``
+# catch the same thing.
 __all__ = [
+    "DEVNULL",
+    "PIPE",
+    "STDOUT",
     "AsyncPidFd",
+    "CalledProcessError",
     "CompletedProcess",
     "ExitInfo",
     "ExitStatus",
@@ -47,8 +65,13 @@ __all__ = [
     "Popen",
     "Process",
     "ProcessInfo",
+    "SubprocessError",
     "Subreaper",
+    "TimeoutExpired",
     "__version__",
+    "call",
+    "check_call",
+    "check_output",
     "open_process",
     "run",
     "run_process",
