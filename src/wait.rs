@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::errors::from_io;
+use crate::errors::{from_io, os_error};
 use crate::sys;
 
 /// When a blocking call must give up.
@@ -113,9 +113,19 @@ pub(crate) fn pollfd(fd: &OwnedFd, events: libc::c_short) -> libc::pollfd {
 /// the whole thread group is gone (zombie or reaped).
 pub(crate) fn has_exited(fd: &OwnedFd) -> PyResult<bool> {
     let mut fds = [pollfd(fd, libc::POLLIN)];
-    sys::poll(&mut fds, Some(Duration::ZERO))
-        .map(|n| n > 0)
-        .map_err(|e| from_io(&e, "poll() on a pidfd failed"))
+    let ready = sys::poll(&mut fds, Some(Duration::ZERO))
+        .map_err(|e| from_io(&e, "poll() on a pidfd failed"))?;
+    // poll() reports a closed fd as POLLNVAL, not as an error: without this
+    // a handle whose fd was closed behind its back (`os.close(h.fileno())`)
+    // would read as exited, where wait() raises EBADF.
+    if ready > 0 && fds[0].revents & libc::POLLNVAL != 0 {
+        return Err(os_error(
+            libc::EBADF,
+            "poll() on a pidfd: Bad file descriptor (the handle's fd was closed \
+             behind its back, e.g. by os.close(fileno()); use close() instead)",
+        ));
+    }
+    Ok(ready > 0)
 }
 
 /// Whether the process has also been reaped: pidfs kernels (Linux ≥ 6.9)

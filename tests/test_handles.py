@@ -516,3 +516,25 @@ def test_socket_peer_that_exited_and_was_reaped(procs, tmp_path):
             assert proc.popen.wait(10) == 4
             with pytest.raises(ProcessLookupError, match="exited and been reaped"):
                 PidFd.from_socket_peer(conn)
+
+
+def test_is_alive_on_a_fd_closed_behind_the_handle_raises_ebadf() -> None:
+    # poll() answers a closed fd with POLLNVAL, which once read as "exited":
+    # is_alive() must fail as wait() does, not say False for a live process.
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        handle = PidFd.from_pid(child.pid)
+        fd = handle.fileno()
+        os.close(fd)
+        with pytest.raises(OSError) as caught:
+            handle.is_alive()
+        assert caught.value.errno == errno.EBADF
+        assert "closed" in str(caught.value)
+        # Give the handle a fd of our own at that number to close, so its
+        # close() cannot reach an unrelated file.
+        stand_in = os.open(os.devnull, os.O_RDONLY)
+        assert stand_in == fd
+        handle.close()
+    finally:
+        child.kill()
+        child.wait()
