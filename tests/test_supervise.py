@@ -185,6 +185,20 @@ def test_subreaper_kills_what_ignores_sigterm_after_the_grace(pid_pipe: tuple[in
 
 
 @pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
+def test_subreaper_wakes_a_stopped_orphan_to_take_sigterm(pid_pipe: tuple[int, int]) -> None:
+    # A stopped process holds SIGTERM pending until SIGKILL; SIGCONT after
+    # the SIGTERM (as timeout(1) sends) lets it end by the SIGTERM, well
+    # inside the grace.
+    r, w = pid_pipe
+    with pidfd.Subreaper(grace=30) as reaper:
+        daemon = _start_daemon(w, r)
+        os.kill(daemon, signal.SIGSTOP)  # safe: our unreaped child
+        os.waitid(os.P_PID, daemon, os.WSTOPPED | os.WNOWAIT)
+    status = reaper.reaped[daemon]
+    assert status == pidfd.ExitStatus.from_waitstatus(signal.SIGTERM)
+
+
+@pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
 def test_subreaper_reaps_the_orphans_of_orphans(pid_pipe: tuple[int, int]) -> None:
     # A daemonised shell with a child of its own: when SIGTERM ends the
     # shell, its child is re-parented to us in turn, and is ended too.

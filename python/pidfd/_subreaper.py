@@ -120,9 +120,10 @@ class Subreaper:
     (``PR_SET_CHILD_SUBREAPER``, Linux >= 3.4): a descendant whose parent
     exits -- a daemon that double-forked, a background job of a shell that
     has finished -- is re-parented to us instead of to init. On the way out
-    each adopted process still running gets ``SIGTERM``, then ``SIGKILL``
-    after ``grace`` seconds; all are reaped (no zombie is left) and the
-    previous subreaper setting is restored::
+    each adopted process still running gets ``SIGTERM`` (and ``SIGCONT``, so
+    a stopped one wakes to take it), then ``SIGKILL`` after ``grace``
+    seconds; all are reaped (no zombie is left) and the previous subreaper
+    setting is restored::
 
         import pidfd
 
@@ -201,8 +202,8 @@ class Subreaper:
     def close(self) -> None:
         """Terminate, reap and release every adopted process; restore the setting.
 
-        Idempotent. ``SIGTERM`` to each one still running (and to each one
-        adopted meanwhile, as its parent dies), ``SIGKILL`` to what is left
+        Idempotent. ``SIGTERM`` and ``SIGCONT`` to each one still running (and
+        to each one adopted meanwhile, as its parent dies), ``SIGKILL`` to what is left
         after ``grace`` seconds, until no adopted process remains.
         """
         if not self._active:
@@ -345,6 +346,10 @@ class Subreaper:
             with contextlib.suppress(ProcessLookupError):
                 handle.send_signal(sig)
                 self.signalled[handle.pid] = sig
+                if sig == signal.SIGTERM:
+                    # A stopped process keeps SIGTERM pending until the
+                    # SIGKILL: wake it, as timeout(1) does.
+                    handle.send_signal(signal.SIGCONT)
 
     def _wait_held(self, timeout: float) -> None:
         """Block (GIL released) up to ``timeout`` seconds for any held process to exit."""
