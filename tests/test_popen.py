@@ -363,8 +363,13 @@ def test_sigchld_ignored_child_exiting_at_once_never_fails_to_spawn() -> None:
     gone for good. It must still spawn and wait like subprocess (0, with
     exit_status None); every other outcome is the true code."""
     out = rh.run_script(SIGCHLD_WINDOW, "100", what="SIGCHLD window script")
-    allowed = {"False/0/None"}
-    allowed.add("True/3/3" if INFO_EXIT else "True/0/None")
+    # "True/0/None" on any kernel too: a pidfd opened after the child's exit
+    # but before the kernel's autoreap can hold no PIDFD_INFO_EXIT, so that
+    # status is gone as well (seen in CI on 6.18: 2 of 100). Only the native
+    # clone3 spawn (issue 18) closes this window.
+    allowed = {"False/0/None", "True/0/None"}
+    if INFO_EXIT:
+        allowed.add("True/3/3")
     assert set(out) <= allowed, out
     assert sum(out.values()) == 100
     print(f"SIGCHLD ignored, child exits at once: {out}")
