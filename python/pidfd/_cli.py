@@ -105,6 +105,8 @@ class _Parser(argparse.ArgumentParser):
 # timeout(1)'s DURATION suffixes: seconds (the default), minutes, hours, days.
 # Longer than any run (about 68 years) and within what sigtimedwait() takes.
 MAX_DURATION = float(2**31 - 1)
+# The largest pid_t.
+PID_MAX = 2**31 - 1
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -146,9 +148,6 @@ def _pid(text: str) -> int:
     if value > PID_MAX:
         raise argparse.ArgumentTypeError(f"not a process id: {value} (a pid is at most {PID_MAX})")
     return value
-
-
-PID_MAX = 2**31 - 1
 
 
 RUN_EPILOG = f"""\
@@ -248,7 +247,7 @@ def _build_parser() -> _Parser:
         formatter_class=fmt,
     )
     run.usage_status = RUN_FAILED
-    run.set_defaults(run_parser=run, sub_parser=run)
+    run.set_defaults(sub_parser=run)
     run.add_argument(
         "--timeout",
         type=_seconds,
@@ -622,7 +621,7 @@ def _run(args: argparse.Namespace) -> _Outcome:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        args.run_parser.error("no command given: pidfd run [OPTIONS] -- CMD [ARG...]")
+        args.sub_parser.error("no command given: pidfd run [OPTIONS] -- CMD [ARG...]")
     line = _free_terminal() if args.progress else None
     out = _Output(line)
     try:
@@ -752,7 +751,7 @@ def _emit_run_report(report: dict[str, Any], *, as_json: bool) -> None:
             print(json.dumps(report), flush=True)
         elif sys.stderr is not None:  # None when started with 2>&-
             _print_run_report(report, sys.stderr)
-    except (OSError, AttributeError):
+    except OSError:
         # EPIPE (`pidfd run --json -- seq 1 100000 | head -1`) or a closed
         # fd: the command's status is what the caller asked for, and it
         # stands. stdout is pointed at /dev/null so that the flush at exit

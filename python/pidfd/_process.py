@@ -206,9 +206,7 @@ class Process(anyio.abc.Process):
         # Leaving the block because of a cancellation (asyncio delivers its
         # CancelledError once, so aclose()'s own wait() would not see it) or
         # Ctrl-C: kill first, then close and reap, shielded.
-        if exc is not None and (
-            isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class())
-        ):
+        if isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class()):
             with anyio.CancelScope(shield=True):
                 self._kill_for_exit()
                 await self.aclose()
