@@ -65,7 +65,7 @@ pub struct PidFd {
 }
 
 impl PidFd {
-    fn new(fd: OwnedFd, pid: libc::pid_t, thread: bool) -> Self {
+    pub(crate) fn new(fd: OwnedFd, pid: libc::pid_t, thread: bool) -> Self {
         Self {
             fd: Mutex::new(Some(Arc::new(fd))),
             pid,

@@ -26,6 +26,7 @@ mod handle;
 mod info;
 mod kernel;
 mod results;
+mod spawn;
 pub mod status;
 mod subreaper;
 pub mod sys;
@@ -54,6 +55,8 @@ use crate::results::{ExitInfo, ExitStatus};
 // docs/guarantees-interpreters.md.
 #[pymodule(gil_used = false)]
 mod _native {
+    #[pymodule_export]
+    use super::spawn::{_spawn, ExecStatus};
     #[pymodule_export]
     use super::subreaper::{_child_subreaper, _set_child_subreaper};
     #[pymodule_export]

@@ -31,7 +31,7 @@ import _reliability_helpers as rh
 import pidfd
 from _beyond import kernel_at_least
 from _reliability_helpers import is_running, is_unreaped, open_fds, wait_zombie
-from _seccomp import NR_PIDFD_OPEN, NR_WAITID, P_PIDFD, SKIP_REASON, Rule, run_snippet
+from _seccomp import NR_CLONE3, NR_PIDFD_OPEN, NR_WAITID, P_PIDFD, SKIP_REASON, Rule, run_snippet
 from pidfd import ExitStatus, PidFd
 
 # PIDFD_INFO_EXIT: the kernel keeps the status of a reaped process for its
@@ -491,6 +491,7 @@ def run():
     p = pidfd.Popen([sys.executable, "-c", "import sys; sys.stdin.read(); raise SystemExit(3)"],
                     stdin=subprocess.PIPE)
     out["pidfd"] = p.pidfd is not None
+    out["spawn_path"] = p.spawn_path
     out["poll_running"] = p.poll()
     try:
         p.wait(timeout=0.1)
@@ -515,26 +516,47 @@ report(run)
 """
 
 
+# clone3 refused (before Linux 5.3, or a sandbox): the stock spawn, then
+# pidfd_open. Both rules below take the stock spawn, so that the refusals of
+# the calls after it are what is tested.
+NO_CLONE3 = Rule(NR_CLONE3, errno.ENOSYS)
+
+
 @pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 @pytest.mark.parametrize(
-    "rule",
+    ("rules", "has_pidfd", "path"),
     [
-        Rule(NR_PIDFD_OPEN, errno.ENOSYS),
-        Rule(NR_PIDFD_OPEN, errno.EPERM),
-        Rule(NR_PIDFD_OPEN, errno.EMFILE),
+        ([NO_CLONE3, Rule(NR_PIDFD_OPEN, errno.ENOSYS)], False, "subprocess"),
+        ([NO_CLONE3, Rule(NR_PIDFD_OPEN, errno.EPERM)], False, "subprocess"),
+        ([NO_CLONE3, Rule(NR_PIDFD_OPEN, errno.EMFILE)], False, "subprocess"),
         # pidfd_open works but waitid(P_PIDFD) does not (Linux 5.3, or a
-        # sandbox): EINVAL, as the kernel says for an unknown idtype.
-        Rule(NR_WAITID, errno.EINVAL, arg=0, value=P_PIDFD),
+        # sandbox): EINVAL, as the kernel says for an unknown idtype. The
+        # handle is dropped at the first wait, which then goes the stock way.
+        ([NO_CLONE3, Rule(NR_WAITID, errno.EINVAL, arg=0, value=P_PIDFD)], True, "subprocess"),
+        ([Rule(NR_WAITID, errno.EINVAL, arg=0, value=P_PIDFD)], True, "clone3"),
+        # clone3 refused alone: the stock spawn, with a pidfd from pidfd_open.
+        ([NO_CLONE3], True, "subprocess"),
+        ([Rule(NR_CLONE3, errno.EPERM)], True, "subprocess"),
+        # pidfd_open refused alone: the native spawn never calls it.
+        ([Rule(NR_PIDFD_OPEN, errno.ENOSYS)], True, "clone3"),
     ],
-    ids=["pidfd_open-ENOSYS", "pidfd_open-EPERM", "pidfd_open-EMFILE", "waitid-P_PIDFD-EINVAL"],
+    ids=[
+        "pidfd_open-ENOSYS",
+        "pidfd_open-EPERM",
+        "pidfd_open-EMFILE",
+        "waitid-P_PIDFD-EINVAL",
+        "clone3-waitid-P_PIDFD-EINVAL",
+        "clone3-ENOSYS",
+        "clone3-EPERM",
+        "clone3-pidfd_open-ENOSYS",
+    ],
 )
-def test_falls_back_to_stock_behaviour(rule: Rule) -> None:
-    out = run_snippet(FALLBACK, [rule])
+def test_falls_back_to_stock_behaviour(rules: list[Rule], has_pidfd: bool, path: str) -> None:
+    out = run_snippet(FALLBACK, rules)
     assert out["ok"], out
     v = ast.literal_eval(out["value"])  # report() sends a dict as its repr
-    # pidfd_open refused: no handle at all. waitid refused: the handle is
-    # dropped at the first wait, which then goes the stock way.
-    assert v["pidfd"] is (rule.nr == NR_WAITID), v
+    assert v["pidfd"] is has_pidfd, v
+    assert v["spawn_path"] == path, v
     assert v["poll_running"] is None, v
     assert v["timeout"] is True, v
     assert v["wait"] == 3, v
@@ -553,6 +575,7 @@ def test_fallback_snippet_uses_pidfds_without_the_filter() -> None:
     out = run_snippet(FALLBACK, [])
     v = ast.literal_eval(out["value"])  # report() sends a dict as its repr
     assert v["pidfd"] is True and v["wait"] == 3, v
+    assert v["spawn_path"] == "clone3", v
 
 
 # -- threads ---------------------------------------------------------------------------
@@ -722,3 +745,38 @@ def test_check_output_runs_on_pidfd_popen() -> None:
         pidfd.check_output(["true"])
         pidfd.call(["true"])
     assert seen == [pidfd.Popen, pidfd.Popen]
+
+
+# -- the native spawn ------------------------------------------------------------------
+
+
+def test_sigchld_ignored_every_child_has_its_pidfd() -> None:
+    """With SIGCHLD ignored the kernel reaps a child the moment it exits; a
+    pidfd opened after the spawn (the stock path) can come too late for a
+    child that exits at once. The clone itself returns ours: never late."""
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    missing = []
+    try:
+        for _ in range(1000):
+            p = pidfd.Popen(["/bin/true"])
+            if p.pidfd is None:
+                missing.append(p.pid)
+            p.wait()
+            assert p.pidfd is None  # closed once the exit is known
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "path"),
+    [
+        ({}, "clone3"),
+        ({"preexec_fn": os.getpid}, "subprocess"),
+        ({"close_fds": False, "start_new_session": True, "umask": 0o22}, "clone3"),
+    ],
+)
+def test_spawn_path_says_which_spawn_started_the_child(kwargs: dict[str, Any], path: str) -> None:
+    p = pidfd.Popen(["/bin/true"], **kwargs)
+    assert p.spawn_path == path
+    assert p.wait() == 0

@@ -15,6 +15,7 @@ from _typeshed import HasFileno
 
 __all__ = [
     "_REAP_GRACE",
+    "ExecStatus",
     "ExitInfo",
     "ExitStatus",
     "PidFd",
@@ -22,6 +23,7 @@ __all__ = [
     "__version__",
     "_child_subreaper",
     "_set_child_subreaper",
+    "_spawn",
     "wait_any",
 ]
 
@@ -369,4 +371,37 @@ def _set_child_subreaper(on: bool) -> None:
     """Turn the process-wide ``PR_SET_CHILD_SUBREAPER`` attribute on or off.
 
     Linux >= 3.4. Private: :class:`pidfd.Subreaper` owns the setting.
+    """
+
+class ExecStatus:
+    """A child started without waiting for its exec: its error pipe, and
+    the memory it reads until it has exec'd. Private to ``pidfd._spawn``."""
+
+    def fileno(self) -> int:
+        """The error pipe's read end: readable once the child exec'd or failed."""
+
+    def finish(self) -> bytes:
+        """The child's report (empty if it exec'd); releases what it used."""
+
+def _spawn(
+    argv: list[bytes],
+    executables: list[bytes],
+    close_fds: bool,
+    keep: list[int],
+    cwd: bytes | None,
+    env: list[bytes] | None,
+    fds: tuple[int, int, int, int, int, int, int, int],
+    restore_signals: bool,
+    setsid: bool,
+    pgid: int,
+    gid: int | None,
+    groups: list[int] | None,
+    uid: int | None,
+    umask: int,
+    wait_exec: bool,
+) -> tuple[int, PidFd, ExecStatus | None] | None:
+    """Start a child with ``clone3(CLONE_PIDFD)``; ``None`` where refused.
+
+    Private: ``pidfd._spawn.fork_exec`` passes ``_posixsubprocess.fork_exec``'s
+    arguments on.
     """

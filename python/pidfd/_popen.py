@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import os
 import signal
 import subprocess
@@ -39,7 +38,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, AnyStr, Literal, TypeVar, overload
 
-from pidfd._native import ExitStatus, PidFd
+from pidfd import _compat, _spawn
+from pidfd._native import ExecStatus, ExitStatus, PidFd
 from pidfd._native import wait_any as _wait_any
 
 if TYPE_CHECKING:
@@ -56,29 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["CompletedProcess", "Popen", "run"]
 
 _T = TypeVar("_T")
-
-# How the stock `_internal_poll` reaches `os.waitpid`: through a default
-# argument, so that it still works from `__del__` at interpreter shutdown.
-# CPython 3.11 and 3.12 name it `_waitpid`; 3.13 and later pass `_del_safe`,
-# a class holding `waitpid` with the constants it needs.
-_STOCK_POLL_PARAMS = inspect.signature(subprocess.Popen._internal_poll).parameters  # type: ignore[attr-defined]
-_STOCK_DEL_SAFE: Any = (
-    _STOCK_POLL_PARAMS["_del_safe"].default if "_del_safe" in _STOCK_POLL_PARAMS else None
-)
-
-
-class _DelSafe:
-    """The stock ``_del_safe`` with one object's ``waitpid`` in place of
-    ``os.waitpid``; every other name is the stock one."""
-
-    __slots__ = ("waitpid",)
-
-    def __init__(self, waitpid: Any) -> None:
-        self.waitpid = waitpid
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(_STOCK_DEL_SAFE, name)
-
 
 # Every pidfd.Popen child by pid, while its object lives: pidfd.Subreaper
 # leaves these alone (their Popen reaps them).
@@ -184,17 +161,39 @@ class Popen(subprocess.Popen[AnyStr]):
 
     # -- spawning -----------------------------------------------------------
 
+    # Whether the spawn waits for the child's exec (False: the event loop's
+    # Process, which awaits the exec status itself).
+    _wait_exec = True
+    # The exec status of a child started with _wait_exec False, until read.
+    _exec_status: ExecStatus | None = None
+    _spawn_path = "subprocess"
+
+    @property
+    def spawn_path(self) -> str:
+        """How the child was started: ``"clone3"`` (the native spawn, its
+        pidfd from the clone itself) or ``"subprocess"`` (CPython's own
+        ``_execute_child``, then ``pidfd_open``: with a ``preexec_fn``, or
+        where the kernel or a sandbox refuses ``clone3``)."""
+        return self._spawn_path
+
     def _execute_child(self, *args: Any, **kwargs: Any) -> None:
-        # CPython's own spawning: when it returns without raising, the child
-        # exists, has exec'd, and has not been reaped (nothing but us knows
-        # its pid yet), so pidfd_open cannot name another process. When it
-        # raises, the child has already been reaped and there is nothing to
-        # open.
-        super()._execute_child(*args, **kwargs)  # type: ignore[misc]
+        # CPython's own spawning, on the native clone3 where it can (see
+        # pidfd._spawn). When it returns without raising, the child exists
+        # and has not been reaped; when it raises, the child has already
+        # been reaped and there is nothing to hold.
+        request = _spawn.Request(self._wait_exec)
+        _spawn.execute_child(self, request, *args, **kwargs)
         _children[self.pid] = self
-        # The child has exec'd, so whatever made it a group leader
-        # (setsid/setpgid in the forked child) has run; unreaped, its pid is
-        # still its own, so this reads its group and nobody else's.
+        if request.handle is not None:
+            self.pidfd = request.handle
+            self._exec_status = request.status
+            self._leads_group = request.leads_group
+            self._spawn_path = "clone3"
+            self._on_pidfd = True
+            return
+        # The stock spawn: the child has exec'd, so whatever made it a group
+        # leader (setsid/setpgid in the forked child) has run; unreaped, its
+        # pid is still its own, so this reads its group and nobody else's.
         with contextlib.suppress(OSError):
             self._leads_group = os.getpgid(self.pid) == self.pid
         try:
@@ -202,9 +201,10 @@ class Popen(subprocess.Popen[AnyStr]):
         except OSError:
             # ENOSYS (kernel < 5.3), EPERM/ENOSYS from a seccomp filter,
             # EMFILE/ENFILE/ENOMEM: carry on as stock subprocess.Popen. ESRCH
-            # is the one window that stays open: SIGCHLD is ignored and the
-            # child has already exited and been reaped by the kernel (see
-            # docs/howto/replace-popen.md); stock waiting then reports 0.
+            # is the one window that stays open on this path: SIGCHLD is
+            # ignored and the child has already exited and been reaped by the
+            # kernel (see docs/howto/replace-popen.md); stock waiting then
+            # reports 0.
             return
         self._on_pidfd = True
 
@@ -333,10 +333,7 @@ class Popen(subprocess.Popen[AnyStr]):
                 # The stock poll reaps with the waitpid its default argument
                 # holds; hand it ours, which also records rusage and
                 # exit_status.
-                if "_waitpid" in _STOCK_POLL_PARAMS:
-                    kwargs.setdefault("_waitpid", self._waitpid_recording)
-                elif _STOCK_DEL_SAFE is not None:
-                    kwargs.setdefault("_del_safe", _DelSafe(self._waitpid_recording))
+                _compat.poll_kwargs(kwargs, self._waitpid_recording)
             return super()._internal_poll(_deadstate, *args, **kwargs)  # type: ignore[misc, no-any-return]
         return self.returncode
 

@@ -10,6 +10,9 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+pub mod raw;
+pub mod spawn;
+
 /// `PIDFD_THREAD` (Linux ≥ 6.9): the pidfd refers to one thread, not its
 /// thread group. Same bit as `O_EXCL`, as in `<linux/pidfd.h>`.
 pub const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
@@ -462,6 +465,24 @@ pub fn adopt_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: `fd` is open (checked through /proc by the caller) and its
     // owner transferred it to us; from here on only the OwnedFd closes it.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// `pipe2(O_CLOEXEC)` with the write end moved to fd 3 or above (a child
+/// dups its streams onto 0..2 and must not lose its error pipe to that).
+/// Returns (read end, write end).
+pub fn pipe_high() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    check_int(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds are new and ours.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if w.as_raw_fd() >= 3 {
+        return Ok((r, w));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on an fd we own returns a new one we own.
+    let high = check_int(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: as above.
+    Ok((r, unsafe { OwnedFd::from_raw_fd(high) }))
 }
 
 /// Give up ownership of `fd` and return its number, now the caller's to close.

@@ -1,0 +1,148 @@
+"""The native spawn: ``clone3(CLONE_PIDFD)`` in place of ``_posixsubprocess.fork_exec``.
+
+`pidfd.Popen` runs CPython's own ``_execute_child`` (every argument check,
+the ``PATH`` search, the error pipe and the exceptions are the stock ones)
+with `fork_exec` below in place of ``_posixsubprocess.fork_exec``. It takes
+the same arguments and starts the child through ``_native._spawn``: the pidfd
+comes from the clone, so there is no moment when the child exists without a
+handle, even when ``SIGCHLD`` is ignored and the child exits at once.
+
+It hands the work back to the stock ``fork_exec`` (nothing started yet) for
+what the native spawn does not do: a ``preexec_fn`` (Python code in the
+child), ``_USE_VFORK`` turned off, a kernel or sandbox without ``clone3``
+(``ENOSYS``/``EPERM``) or, with ``close_fds``, without ``close_range``
+(Linux 5.9).
+
+A spawn that must not wait for the child's exec (the event loop's) passes
+``wait_exec=False``: the child reports on a pipe of its own, read once the
+loop sees it readable (:func:`exec_error`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import subprocess
+import threading
+from typing import Any
+
+from pidfd import _compat
+from pidfd._native import ExecStatus, PidFd, _spawn
+
+
+class Request:
+    """One spawn's wishes and outcome, for the `fork_exec` it reaches."""
+
+    __slots__ = ("handle", "leads_group", "status", "wait_exec")
+
+    def __init__(self, wait_exec: bool) -> None:
+        self.wait_exec = wait_exec
+        #: The child's PidFd, when the native spawn started it.
+        self.handle: PidFd | None = None
+        #: Its pending exec status (``wait_exec=False`` only).
+        self.status: ExecStatus | None = None
+        #: Whether the child was made to lead its own process group.
+        self.leads_group = False
+
+
+_current = threading.local()
+
+
+def fork_exec(*args: Any) -> int:
+    """``_posixsubprocess.fork_exec``, natively where it can (see the module)."""
+    request: Request | None = getattr(_current, "request", None)
+    if request is None or len(args) != _compat.FORK_EXEC_ARGS:
+        return _compat.STOCK_FORK_EXEC(*args)
+    (
+        argv,
+        executable_list,
+        close_fds,
+        pass_fds,
+        cwd,
+        env_list,
+        p2cread,
+        p2cwrite,
+        c2pread,
+        c2pwrite,
+        errread,
+        errwrite,
+        errpipe_read,
+        errpipe_write,
+        restore_signals,
+        call_setsid,
+        pgid_to_set,
+        gid,
+        extra_groups,
+        uid,
+        child_umask,
+        preexec_fn,
+        allow_vfork,
+    ) = args
+    if preexec_fn is not None or not allow_vfork:
+        return _compat.STOCK_FORK_EXEC(*args)
+    spawned = _spawn(
+        [os.fsencode(a) for a in argv],
+        list(executable_list),
+        bool(close_fds),
+        list(pass_fds),
+        None if cwd is None else os.fsencode(cwd),
+        env_list,
+        (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write),
+        bool(restore_signals),
+        bool(call_setsid),
+        pgid_to_set,
+        gid,
+        None if extra_groups is None else list(extra_groups),
+        uid,
+        child_umask,
+        request.wait_exec,
+    )
+    if spawned is None:
+        return _compat.STOCK_FORK_EXEC(*args)
+    pid, request.handle, request.status = spawned
+    request.leads_group = bool(call_setsid) or pgid_to_set == 0
+    return pid
+
+
+def execute_child(popen: subprocess.Popen[Any], request: Request, *args: Any) -> None:
+    """Run the stock ``_execute_child`` for ``popen`` with `fork_exec`.
+
+    Falls back to the stock method, untouched, where `_compat` cannot
+    provide the copy. On an exception the native handle (if any) is closed;
+    the stock code has reaped the failed child already.
+    """
+    ours = _compat.execute_child_on(fork_exec)
+    if ours is None:
+        subprocess.Popen._execute_child(popen, *args)  # type: ignore[attr-defined]
+        return
+    outer = getattr(_current, "request", None)
+    _current.request = request
+    try:
+        ours(popen, *args)
+    except BaseException:
+        if request.status is not None:
+            request.status.finish()
+        if request.handle is not None:
+            request.handle.close()
+            request.handle = None
+        raise
+    finally:
+        _current.request = outer
+
+
+def exec_error(data: bytes, executable: Any, cwd: Any) -> BaseException:
+    """The exception `subprocess` raises for a child that reported ``data``
+    on its error pipe (CPython's format: ``OSError:<hex errno>:[noexec]``)."""
+    try:
+        name, hex_errno, message = data.split(b":", 2)
+        text = message.decode()
+    except ValueError:
+        return subprocess.SubprocessError(f"Bad exception data from child: {data!r}")
+    kind = getattr(builtins, name.decode("ascii", "replace"), subprocess.SubprocessError)
+    if isinstance(kind, type) and issubclass(kind, OSError) and hex_errno:
+        number = int(hex_errno, 16)
+        filename = cwd if text == "noexec" else executable
+        return kind(number, os.strerror(number) if number else "", filename)
+    if isinstance(kind, type) and issubclass(kind, BaseException):
+        return kind(text)
+    return subprocess.SubprocessError(text)  # pragma: no cover - not a class

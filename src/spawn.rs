@@ -1,0 +1,176 @@
+//! `_native._spawn`: the clone3 spawn for `pidfd.Popen` and `open_process`.
+//!
+//! Takes what CPython's `_posixsubprocess.fork_exec` takes, already
+//! converted by `python/pidfd/_spawn.py` (bytes, ints), and returns the
+//! child's pid and a [`PidFd`] from the clone itself, or `None` where this
+//! kernel or sandbox refuses `clone3` (the caller then spawns the stock way;
+//! nothing was started).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::handle::PidFd;
+use crate::sys::spawn::{Launch, Plan, SpawnError, spawn};
+
+fn c_string(bytes: Vec<u8>) -> PyResult<CString> {
+    // The message os.fsencode'd paths get from CPython's own converter.
+    CString::new(bytes).map_err(|_| PyValueError::new_err("embedded null byte"))
+}
+
+fn c_strings(list: Vec<Vec<u8>>) -> PyResult<Vec<CString>> {
+    list.into_iter().map(c_string).collect()
+}
+
+/// The exec status of a child started without waiting for its exec: the
+/// read end of its error pipe, and the memory the child reads until it has
+/// exec'd. Await `fileno()` readable, then call `finish()`.
+#[pyclass(module = "pidfd._native", frozen)]
+pub struct ExecStatus {
+    pending: Mutex<Option<(File, Launch)>>,
+    fd: i32,
+}
+
+impl ExecStatus {
+    fn drain(pending: Option<(File, Launch)>) -> Vec<u8> {
+        let mut data = Vec::new();
+        if let Some((mut pipe, launch)) = pending {
+            // EOF comes when the child has exec'd (the write end is
+            // close-on-exec) or exited after writing why not; only then is
+            // the child done with the launch's memory.
+            let _ = pipe.read_to_end(&mut data);
+            drop(launch);
+        }
+        data
+    }
+}
+
+#[pymethods]
+impl ExecStatus {
+    /// The error pipe's read end: readable once the child has exec'd or failed.
+    fn fileno(&self) -> i32 {
+        self.fd
+    }
+
+    /// Read the child's report (empty: it exec'd), release its memory and
+    /// close the pipe. Blocks only until the child has exec'd or exited, so
+    /// call it once `fileno()` is readable; later calls return `b""`.
+    fn finish<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let data = py.detach(|| Self::drain(pending));
+        PyBytes::new(py, &data)
+    }
+}
+
+impl Drop for ExecStatus {
+    fn drop(&mut self) {
+        // Never free memory a child may still read: wait for its exec first.
+        let pending = self
+            .pending
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Self::drain(pending);
+    }
+}
+
+/// Spawn through `clone3(CLONE_PIDFD)`; see the module docs.
+///
+/// `fds` is `(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
+/// errpipe_read, errpipe_write)` as `fork_exec` takes them. With
+/// `wait_exec`, returns once the child has exec'd (its failure is on
+/// `errpipe_read`, for `subprocess` to read) and the third item is `None`;
+/// without, at once, the child reporting on a pipe of its own (an
+/// [`ExecStatus`]) after closing `errpipe_write`.
+#[pyfunction]
+#[pyo3(signature = (argv, executables, close_fds, keep, cwd, env, fds, restore_signals, setsid, pgid, gid, groups, uid, umask, wait_exec))]
+// The flat signature mirrors _posixsubprocess.fork_exec, whose arguments the
+// Python side passes on one for one.
+#[allow(
+    clippy::too_many_arguments,
+    clippy::type_complexity,
+    clippy::fn_params_excessive_bools
+)]
+pub fn _spawn(
+    py: Python<'_>,
+    argv: Vec<Vec<u8>>,
+    executables: Vec<Vec<u8>>,
+    close_fds: bool,
+    keep: Vec<i32>,
+    cwd: Option<Vec<u8>>,
+    env: Option<Vec<Vec<u8>>>,
+    fds: (i32, i32, i32, i32, i32, i32, i32, i32),
+    restore_signals: bool,
+    setsid: bool,
+    pgid: i32,
+    gid: Option<u32>,
+    groups: Option<Vec<u32>>,
+    uid: Option<u32>,
+    umask: i32,
+    wait_exec: bool,
+) -> PyResult<Option<(i32, PidFd, Option<ExecStatus>)>> {
+    let (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write) =
+        fds;
+    let mut plan = Plan {
+        argv: c_strings(argv)?,
+        executables: c_strings(executables)?,
+        env: env.map(c_strings).transpose()?,
+        cwd: cwd.map(c_string).transpose()?,
+        keep,
+        close_fds,
+        p2cread,
+        p2cwrite,
+        c2pread,
+        c2pwrite,
+        errread,
+        errwrite,
+        errpipe_read,
+        errpipe_write,
+        close_first: -1,
+        restore_signals,
+        setsid,
+        pgid,
+        gid,
+        groups,
+        uid,
+        umask,
+    };
+    let mut status_pipe: Option<(OwnedFd, OwnedFd)> = None;
+    if !wait_exec {
+        // The child reports on a pipe of its own and closes the caller's
+        // write end first, so that subprocess's blocking read of its error
+        // pipe sees EOF at once; we read ours when the loop says it is ready.
+        let (r, w) = crate::sys::pipe_high()?;
+        plan.close_first = errpipe_write;
+        plan.errpipe_write = w.as_raw_fd();
+        if let Err(at) = plan.keep.binary_search(&plan.errpipe_write) {
+            plan.keep.insert(at, plan.errpipe_write);
+        }
+        status_pipe = Some((r, w));
+    }
+    match py.detach(|| spawn(plan, wait_exec)) {
+        Ok((child, fd, launch)) => {
+            let status = status_pipe.map(|(r, w)| {
+                drop(w);
+                let fd = r.as_raw_fd();
+                ExecStatus {
+                    pending: Mutex::new(Some((File::from(r), launch))),
+                    fd,
+                }
+            });
+            Ok(Some((child, PidFd::new(fd, child, false), status)))
+        }
+        Err(SpawnError::Unsupported(_)) => Ok(None),
+        Err(SpawnError::Os(e)) => Err(e.into()),
+    }
+}
