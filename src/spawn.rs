@@ -9,7 +9,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Mutex;
 
 use pyo3::exceptions::PyValueError;
@@ -136,7 +136,7 @@ pub fn _spawn(
         errwrite,
         errpipe_read,
         errpipe_write,
-        close_first: -1,
+        close_first: [-1, -1],
         restore_signals,
         setsid,
         pgid,
@@ -145,23 +145,34 @@ pub fn _spawn(
         uid,
         umask,
     };
-    let mut status_pipe: Option<(OwnedFd, OwnedFd)> = None;
+    let mut status_pipe: Option<(OwnedFd, OwnedFd, OwnedFd)> = None;
     if !wait_exec {
-        // The child reports on a pipe of its own and closes the caller's
-        // write end first, so that subprocess's blocking read of its error
-        // pipe sees EOF at once; we read ours when the loop says it is ready.
+        // The child reports on a pipe of its own, read when the loop says it
+        // is readable. The caller's error pipe must see EOF at once instead,
+        // so no writer of it may be left: its write end's number becomes a
+        // close-on-exec copy of our read end (the caller closes it as it
+        // would have closed the write end), and the original stays only in
+        // `saved`, to be put back if the spawn is refused. The child closes
+        // both numbers first.
         let (r, w) = crate::sys::pipe_high()?;
-        plan.close_first = errpipe_write;
+        let saved = crate::sys::dup_cloexec(errpipe_write)?;
+        crate::sys::replace_fd(r.as_fd(), errpipe_write)?;
+        plan.close_first = [errpipe_write, saved.as_raw_fd()];
         plan.errpipe_write = w.as_raw_fd();
         if let Err(at) = plan.keep.binary_search(&plan.errpipe_write) {
             plan.keep.insert(at, plan.errpipe_write);
         }
-        status_pipe = Some((r, w));
+        status_pipe = Some((r, w, saved));
     }
-    match py.detach(|| spawn(plan, wait_exec)) {
+    let result = py.detach(|| spawn(plan, wait_exec));
+    if let (Err(SpawnError::Unsupported(_)), Some((_, _, saved))) = (&result, &status_pipe) {
+        // Nothing started: give the caller its error pipe back.
+        crate::sys::replace_fd(saved.as_fd(), errpipe_write)?;
+    }
+    match result {
         Ok((child, fd, launch)) => {
-            let status = status_pipe.map(|(r, w)| {
-                drop(w);
+            let status = status_pipe.map(|(r, w, saved)| {
+                drop((w, saved));
                 let fd = r.as_raw_fd();
                 ExecStatus {
                     pending: Mutex::new(Some((File::from(r), launch))),

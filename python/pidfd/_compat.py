@@ -59,17 +59,18 @@ STOCK_FORK_EXEC: Callable[..., int] = _posixsubprocess.fork_exec
 #: (3.11 to 3.14: args ... preexec_fn, allow_vfork).
 FORK_EXEC_ARGS = 23
 
-_stock_execute_child: Any = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+#: CPython's own method (whatever `subprocess.Popen` is bound to later).
+stock_execute_child: Any = subprocess.Popen._execute_child  # type: ignore[attr-defined]
 _globals: dict[str, Any] = {}
 _ours: Any = None
-if _stock_execute_child.__closure__ is None:
+if stock_execute_child.__closure__ is None:
     _ours = types.FunctionType(
-        _stock_execute_child.__code__,
+        stock_execute_child.__code__,
         _globals,
-        _stock_execute_child.__name__,
-        _stock_execute_child.__defaults__,
+        stock_execute_child.__name__,
+        stock_execute_child.__defaults__,
     )
-    _ours.__kwdefaults__ = _stock_execute_child.__kwdefaults__
+    _ours.__kwdefaults__ = stock_execute_child.__kwdefaults__
 
 
 def execute_child_on(fork_exec: Callable[..., int]) -> Any:

@@ -182,13 +182,16 @@ class Popen(subprocess.Popen[AnyStr]):
         # and has not been reaped; when it raises, the child has already
         # been reaped and there is nothing to hold.
         request = _spawn.Request(self._wait_exec)
-        _spawn.execute_child(self, request, *args, **kwargs)
+        try:
+            _spawn.execute_child(self, request, *args, **kwargs)
+        finally:
+            if request.native:
+                self._spawn_path = "clone3"
         _children[self.pid] = self
         if request.handle is not None:
             self.pidfd = request.handle
             self._exec_status = request.status
             self._leads_group = request.leads_group
-            self._spawn_path = "clone3"
             self._on_pidfd = True
             return
         # The stock spawn: the child has exec'd, so whatever made it a group

@@ -33,7 +33,7 @@ from pidfd._native import ExecStatus, PidFd, _spawn
 class Request:
     """One spawn's wishes and outcome, for the `fork_exec` it reaches."""
 
-    __slots__ = ("handle", "leads_group", "status", "wait_exec")
+    __slots__ = ("handle", "leads_group", "native", "status", "wait_exec")
 
     def __init__(self, wait_exec: bool) -> None:
         self.wait_exec = wait_exec
@@ -43,9 +43,15 @@ class Request:
         self.status: ExecStatus | None = None
         #: Whether the child was made to lead its own process group.
         self.leads_group = False
+        #: Whether the native spawn started the child (even one whose exec
+        #: then failed).
+        self.native = False
 
 
 _current = threading.local()
+
+# uid_t and gid_t are 32 bits, and (uid_t)-1 means "no change".
+_ID_LIMIT = 2**32 - 1
 
 
 def fork_exec(*args: Any) -> int:
@@ -78,7 +84,9 @@ def fork_exec(*args: Any) -> int:
         preexec_fn,
         allow_vfork,
     ) = args
-    if preexec_fn is not None or not allow_vfork:
+    ids = [*(extra_groups or ()), *(x for x in (gid, uid) if x is not None)]
+    if preexec_fn is not None or not allow_vfork or not all(0 <= i < _ID_LIMIT for i in ids):
+        # An id out of range: the stock call raises its own ValueError.
         return _compat.STOCK_FORK_EXEC(*args)
     spawned = _spawn(
         [os.fsencode(a) for a in argv],
@@ -99,7 +107,13 @@ def fork_exec(*args: Any) -> int:
     )
     if spawned is None:
         return _compat.STOCK_FORK_EXEC(*args)
+    if not request.wait_exec:
+        # The child reports on a pipe of its own (see _native._spawn) and no
+        # writer of this one is left, so the stock read meets EOF at once;
+        # non-blocking, it is not a read an event loop's watchdog flags.
+        os.set_blocking(errpipe_read, False)
     pid, request.handle, request.status = spawned
+    request.native = True
     request.leads_group = bool(call_setsid) or pgid_to_set == 0
     return pid
 
@@ -113,7 +127,7 @@ def execute_child(popen: subprocess.Popen[Any], request: Request, *args: Any) ->
     """
     ours = _compat.execute_child_on(fork_exec)
     if ours is None:
-        subprocess.Popen._execute_child(popen, *args)  # type: ignore[attr-defined]
+        _compat.stock_execute_child(popen, *args)
         return
     outer = getattr(_current, "request", None)
     _current.request = request

@@ -10,6 +10,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+mod child;
 pub mod raw;
 pub mod spawn;
 
@@ -483,6 +484,22 @@ pub fn pipe_high() -> io::Result<(OwnedFd, OwnedFd)> {
     let high = check_int(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
     // SAFETY: as above.
     Ok((r, unsafe { OwnedFd::from_raw_fd(high) }))
+}
+
+/// A close-on-exec copy of `fd` (someone else's), numbered 3 or above.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd, which we own.
+    let new = check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// `dup3(src, target, O_CLOEXEC)`: make the number `target` (someone else's
+/// fd) a close-on-exec copy of `src`, closing what it was, atomically.
+pub fn replace_fd(src: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup3 with integer arguments; the caller owns `target`'s number
+    // (it hands the old file's last reference over to be closed).
+    check_int(unsafe { libc::dup3(src.as_raw_fd(), target, libc::O_CLOEXEC) }).map(drop)
 }
 
 /// Give up ownership of `fd` and return its number, now the caller's to close.

@@ -48,6 +48,7 @@ import textwrap
 import time
 import unittest
 from pathlib import Path
+from typing import Any
 
 # test id suffix (Class.method) -> why the test cannot pass with pidfd.Popen.
 NOT_APPLICABLE: dict[str, str] = {
@@ -86,12 +87,24 @@ PROBE = textwrap.dedent(
 # -- the driver: runs inside the interpreter under test --------------------------
 
 
+# The share of pidfd.Popen children that must be started by the native
+# (clone3) spawn rather than the stock fallback.
+NATIVE_SHARE = 0.90
+
+# The test running now, for the spawn counter.
+_current_test = [""]
+
+
 class _Recorder(unittest.TestResult):
     """Keeps one outcome per test id."""
 
     def __init__(self) -> None:
         super().__init__()
         self.outcomes: dict[str, list[str]] = {}
+
+    def startTest(self, test: unittest.TestCase) -> None:
+        _current_test[0] = test.id()
+        super().startTest(test)
 
     def _set(self, test: unittest.TestCase, outcome: str, detail: str = "") -> None:
         key = test.id()
@@ -142,6 +155,21 @@ def driver(mode: str, out: str, patterns: list[str]) -> None:
             close(self)
 
         pidfd.Popen._close_pidfd = counting  # type: ignore[method-assign]
+        spawns = {"clone3": 0, "subprocess": 0}
+        fallbacks: dict[str, list[object]] = {}
+        execute = pidfd.Popen._execute_child
+
+        def spawning(self: pidfd.Popen[bytes], *args: object, **kwargs: object) -> None:
+            try:
+                execute(self, *args, **kwargs)
+            finally:
+                path = self.spawn_path
+                spawns[path] = spawns.get(path, 0) + 1
+                if path != "clone3":
+                    entry = fallbacks.setdefault(_current_test[0], [why_stock(args), 0])
+                    entry[1] += 1  # type: ignore[operator]
+
+        pidfd.Popen._execute_child = spawning  # type: ignore[method-assign]
         sp.Popen = pidfd.Popen  # type: ignore[misc]
         info["pidfd"] = pidfd.__file__
     from test import test_subprocess
@@ -155,8 +183,25 @@ def driver(mode: str, out: str, patterns: list[str]) -> None:
     if mode == "pidfd":
         info["reaped_through_pidfd"] = reaped[0]
         info["popen_was_ours"] = sp.Popen is pidfd.Popen
+        info["spawns"] = spawns
+        info["fallbacks"] = fallbacks
     info["outcomes"] = result.outcomes
     Path(out).write_text(json.dumps(info))
+
+
+def why_stock(args: tuple[object, ...]) -> str:
+    """Why a spawn (``_execute_child``'s arguments) took the stock path."""
+    import subprocess as sp
+
+    import _posixsubprocess
+
+    if len(args) > 2 and args[2] is not None:
+        return "preexec_fn (Python code in the child)"
+    if sp.__dict__.get("_fork_exec") is not _posixsubprocess.fork_exec:
+        return "subprocess._fork_exec is mocked (the test checks its calls)"
+    if not sp.__dict__.get("_USE_VFORK", True):
+        return "subprocess._USE_VFORK is off"
+    return "the spawn raised before the child was started, or clone3 was refused"
 
 
 # -- the runner ----------------------------------------------------------------------
@@ -310,6 +355,16 @@ def check(py: str, label: str, wheel: str | None, patterns: list[str]) -> bool:
         problems, notes = compare(s_out, o_out)
         if not ours.get("popen_was_ours") or not ours.get("reaped_through_pidfd"):
             problems.append(f"pidfd.Popen was not exercised: {ours.get('reaped_through_pidfd')}")
+        spawns: dict[str, int] = ours.get("spawns") or {}  # type: ignore[assignment]
+        fallbacks: dict[str, list[Any]] = ours.get("fallbacks") or {}  # type: ignore[assignment]
+        total = sum(spawns.values())
+        native = spawns.get("clone3", 0)
+        share = native / total if total else 0.0
+        if share < NATIVE_SHARE:
+            problems.append(
+                f"only {native} of {total} pidfd.Popen children ({share:.0%}) took the native "
+                f"spawn; the bar is {NATIVE_SHARE:.0%}"
+            )
         # A test that failed with ours may be a timing flake: rerun those alone.
         retry = [p.split(":", 1)[0] for p in problems if p.startswith("test.")]
         if retry:
@@ -332,6 +387,16 @@ def check(py: str, label: str, wheel: str | None, patterns: list[str]) -> bool:
         f"\n--- {label}: {len(o_out)} tests with pidfd.Popen ({summary}); "
         f"{ours.get('reaped_through_pidfd')} children reaped through a pidfd"
     )
+    print(
+        f"--- {label}: {native} of {total} pidfd.Popen children ({share:.1%}) started by the "
+        f"native clone3 spawn; the stock spawn in {len(fallbacks)} tests:"
+    )
+    by_reason: dict[str, list[str]] = {}
+    for test_id, (reason, n) in sorted(fallbacks.items(), key=lambda kv: -kv[1][1]):
+        by_reason.setdefault(reason, []).append(f"{test_id.rsplit('.', 1)[-1]} ({n})")
+    for reason, tests in sorted(by_reason.items()):
+        more = ", ..." if len(tests) > 8 else ""
+        print(f"    {reason}: {len(tests)} tests: {', '.join(tests[:8])}{more}")
     for n in notes:
         print(f"    note: {n}")
     for p in problems:
