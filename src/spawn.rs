@@ -145,34 +145,35 @@ pub fn _spawn(
         uid,
         umask,
     };
-    let mut status_pipe: Option<(OwnedFd, OwnedFd, OwnedFd)> = None;
+    let mut status_pipe: Option<(OwnedFd, OwnedFd)> = None;
     if !wait_exec {
         // The child reports on a pipe of its own, read when the loop says it
         // is readable. The caller's error pipe must see EOF at once instead,
-        // so no writer of it may be left: its write end's number becomes a
-        // close-on-exec copy of our read end (the caller closes it as it
-        // would have closed the write end), and the original stays only in
-        // `saved`, to be put back if the spawn is refused. The child closes
-        // both numbers first.
+        // so no writer of it may be left, in the child either: before the
+        // clone, its write end's number becomes a close-on-exec copy of our
+        // read end (the caller closes it as it would have closed the write
+        // end), which the child closes first.
         let (r, w) = crate::sys::pipe_high()?;
-        let saved = crate::sys::dup_cloexec(errpipe_write)?;
         crate::sys::replace_fd(r.as_fd(), errpipe_write)?;
-        plan.close_first = [errpipe_write, saved.as_raw_fd()];
+        plan.close_first = [errpipe_write, -1];
         plan.errpipe_write = w.as_raw_fd();
         if let Err(at) = plan.keep.binary_search(&plan.errpipe_write) {
             plan.keep.insert(at, plan.errpipe_write);
         }
-        status_pipe = Some((r, w, saved));
+        status_pipe = Some((r, w));
     }
     let result = py.detach(|| spawn(plan, wait_exec));
-    if let (Err(SpawnError::Unsupported(_)), Some((_, _, saved))) = (&result, &status_pipe) {
-        // Nothing started: give the caller its error pipe back.
-        crate::sys::replace_fd(saved.as_fd(), errpipe_write)?;
+    if let (Err(SpawnError::Unsupported(_)), Some(_)) = (&result, &status_pipe) {
+        // Nothing started, and the caller spawns the stock way next: give
+        // its two numbers a fresh error pipe in place of the one we took.
+        let (fresh_r, fresh_w) = crate::sys::pipe_high()?;
+        crate::sys::replace_fd(fresh_r.as_fd(), errpipe_read)?;
+        crate::sys::replace_fd(fresh_w.as_fd(), errpipe_write)?;
     }
     match result {
         Ok((child, fd, launch)) => {
-            let status = status_pipe.map(|(r, w, saved)| {
-                drop((w, saved));
+            let status = status_pipe.map(|(r, w)| {
+                drop(w);
                 let fd = r.as_raw_fd();
                 ExecStatus {
                     pending: Mutex::new(Some((File::from(r), launch))),

@@ -31,7 +31,7 @@ import pytest
 import pidfd
 import pidfd._popen
 from _reliability_helpers import TRUE, is_running, is_unreaped, open_fds, wait_zombie
-from _seccomp import NR_PIDFD_OPEN, Rule, run_snippet
+from _seccomp import NR_CLONE3, NR_PIDFD_OPEN, Rule, run_snippet
 from _seccomp import SKIP_REASON as SECCOMP_SKIP
 
 PROCESS_SOAK = int(os.environ.get("PIDFD_PROCESS_SOAK", "400"))
@@ -432,6 +432,8 @@ class _RefusedPidFd:
 
 @pytest.fixture
 def pidfd_open_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a kernel before clone3 and pidfd_open (5.3): the stock spawn, no pidfd.
+    monkeypatch.setattr(pidfd._spawn, "_spawn", lambda *args: None)
     monkeypatch.setattr(pidfd._popen, "PidFd", _RefusedPidFd)
 
 
@@ -489,10 +491,18 @@ report(lambda: [asyncio.run(main()), trio.run(main)])
 
 @pytest.mark.skipif(SECCOMP_SKIP is not None, reason=SECCOMP_SKIP or "")
 def test_falls_back_where_the_kernel_refuses_pidfd_open() -> None:
-    """The real refusal (a seccomp filter: ENOSYS from pidfd_open), both loops."""
-    out = run_snippet(SECCOMP_FALLBACK, [Rule(NR_PIDFD_OPEN, errno.ENOSYS)])
+    """The real refusal (a seccomp filter: ENOSYS from clone3 and pidfd_open,
+    as before Linux 5.3), both loops; pidfd_open refused alone does not
+    matter to the native spawn, whose pidfd comes from clone3."""
+    out = run_snippet(
+        SECCOMP_FALLBACK, [Rule(NR_CLONE3, errno.ENOSYS), Rule(NR_PIDFD_OPEN, errno.ENOSYS)]
+    )
     assert out["ok"], out
     expected = [False, "SECCOMP", 0, "ok\n"]
+    assert out["value"] == repr([expected, expected]), out
+    out = run_snippet(SECCOMP_FALLBACK, [Rule(NR_PIDFD_OPEN, errno.ENOSYS)])
+    assert out["ok"], out
+    expected = [True, "SECCOMP", 0, "ok\n"]
     assert out["value"] == repr([expected, expected]), out
     # Control: unfiltered, the same snippet has a pidfd.
     out = run_snippet(SECCOMP_FALLBACK, [])

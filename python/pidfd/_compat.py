@@ -14,13 +14,12 @@ touches this file only:
 
 from __future__ import annotations
 
+import _posixsubprocess
 import inspect
 import subprocess
 import types
 from collections.abc import Callable
 from typing import Any
-
-import _posixsubprocess
 
 _STOCK_POLL_PARAMS = inspect.signature(subprocess.Popen._internal_poll).parameters  # type: ignore[attr-defined]
 #: The name under which the stock ``_internal_poll`` takes its waitpid.

@@ -29,6 +29,7 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
+from pidfd import _spawn
 from pidfd._async import AsyncPidFd
 from pidfd._popen import CompletedProcess, Popen
 from pidfd._streams import PipeReceiveStream, PipeSendStream
@@ -46,9 +47,12 @@ _PIPE = subprocess.PIPE
 
 
 class _ProcessPopen(Popen[bytes]):
-    """The Popen under a `Process`: tells the event loop before its pidfd closes."""
+    """The Popen under a `Process`: tells the event loop before its pidfd
+    closes, and spawns without waiting for the child's exec (the `Process`
+    awaits that on the loop)."""
 
     _async_pidfd: AsyncPidFd | None = None
+    _wait_exec = False
 
     def _close_pidfd(self) -> None:
         handle = self._async_pidfd
@@ -100,6 +104,41 @@ class Process(anyio.abc.Process):
         self._stdin = stdin
         self._stdout = stdout
         self._stderr = stderr
+
+    async def _exec_started(self, executable: object, cwd: object) -> None:
+        """Await the child's exec (the native spawn returns before it).
+
+        Raises what `subprocess` raises for a child that could not exec,
+        once the child is reaped and our streams are closed. Cancelled, it
+        kills the child, waits out its last instructions and reaps it,
+        shielded, before the cancellation goes on.
+        """
+        popen = self._popen
+        status = popen._exec_status
+        if status is None:
+            return  # the stock spawn, which waited for the exec itself
+        try:
+            await anyio.wait_readable(status.fileno())
+        except BaseException:
+            await self._abandon()
+            raise
+        popen._exec_status = None
+        report = status.finish()
+        if report:
+            # The child wrote why it could not exec, and exited 255.
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            raise _spawn.exec_error(report, executable, cwd)
+
+    async def _abandon(self) -> None:
+        """Kill and reap a child whose start was cancelled, shielded; its
+        exec status is read first (the child may still be before exec)."""
+        with anyio.CancelScope(shield=True):
+            self._kill_for_exit()
+            status, self._popen._exec_status = self._popen._exec_status, None
+            if status is not None:
+                status.finish()
+            await self.aclose()
 
     # -- the anyio.abc.Process interface ------------------------------------------
 
@@ -289,7 +328,7 @@ def _check_stdio(name: str, value: object) -> None:
         )
 
 
-def _spawn(
+def _start(
     command: StrOrBytesPath | Sequence[StrOrBytesPath],
     stdin: int | IO[Any] | None,
     stdout: int | IO[Any] | None,
@@ -377,29 +416,63 @@ async def open_process(
     spawning (``FileNotFoundError``, ``PermissionError``, a bad argument's
     ``ValueError`` or ``TypeError``) are ``subprocess.Popen``'s own.
 
-    Spawning runs on the event loop thread (CPython's ``_posixsubprocess``,
-    ``vfork`` where it can): no worker thread.
+    Spawning runs on the event loop thread and never waits there for the
+    child's exec: the native spawn (``clone3``) returns as soon as the child
+    exists, and the exec's outcome is awaited like any other fd. A burst of
+    calls takes one spawn per turn of the loop, so other tasks keep running.
     """
     await anyio.lowlevel.checkpoint()
-    return _spawn(
-        command,
-        stdin,
-        stdout,
-        stderr,
-        {
-            "cwd": cwd,
-            "env": env,
-            "startupinfo": startupinfo,
-            "creationflags": creationflags,
-            "start_new_session": start_new_session,
-            "pass_fds": pass_fds,
-            "user": user,
-            "group": group,
-            "extra_groups": extra_groups,
-            "umask": umask,
-            "process_group": process_group,
-        },
-    )
+    turn, in_flight = _spawn_limits()
+    async with in_flight:
+        async with turn:
+            process = _start(
+                command,
+                stdin,
+                stdout,
+                stderr,
+                {
+                    "cwd": cwd,
+                    "env": env,
+                    "startupinfo": startupinfo,
+                    "creationflags": creationflags,
+                    "start_new_session": start_new_session,
+                    "pass_fds": pass_fds,
+                    "user": user,
+                    "group": group,
+                    "extra_groups": extra_groups,
+                    "umask": umask,
+                    "process_group": process_group,
+                },
+            )
+            try:
+                # Hand the loop back before the next spawn of a burst.
+                await anyio.lowlevel.checkpoint()
+            except BaseException:
+                await process._abandon()
+                raise
+        # What subprocess names in an exec failure: the program (checked by
+        # _start, so a non-empty sequence), or the shell.
+        shell = isinstance(command, str | bytes | os.PathLike)
+        executable = "/bin/sh" if shell else command[0]  # type: ignore[index]
+        await process._exec_started(executable, cwd)
+    return process
+
+
+_SPAWN_LIMITS: anyio.lowlevel.RunVar[tuple[anyio.Lock, anyio.CapacityLimiter]] = (
+    anyio.lowlevel.RunVar("pidfd_spawn_limits")
+)
+
+
+def _spawn_limits() -> tuple[anyio.Lock, anyio.CapacityLimiter]:
+    """This event loop's spawn turn (one spawn at a time, the loop handed
+    back between two) and its limit of children between clone and exec
+    (one per CPU: more only queue for the CPUs, the loop's thread among them)."""
+    try:
+        return _SPAWN_LIMITS.get()
+    except LookupError:
+        limits = (anyio.Lock(), anyio.CapacityLimiter(os.cpu_count() or 1))
+        _SPAWN_LIMITS.set(limits)
+        return limits
 
 
 async def run_process(

@@ -486,14 +486,6 @@ pub fn pipe_high() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, unsafe { OwnedFd::from_raw_fd(high) }))
 }
 
-/// A close-on-exec copy of `fd` (someone else's), numbered 3 or above.
-pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd, which we own.
-    let new = check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
-    // SAFETY: as above.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
 /// `dup3(src, target, O_CLOEXEC)`: make the number `target` (someone else's
 /// fd) a close-on-exec copy of `src`, closing what it was, atomically.
 pub fn replace_fd(src: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {

@@ -191,9 +191,8 @@ def driver(mode: str, out: str, patterns: list[str]) -> None:
 
 def why_stock(args: tuple[object, ...]) -> str:
     """Why a spawn (``_execute_child``'s arguments) took the stock path."""
-    import subprocess as sp
-
     import _posixsubprocess
+    import subprocess as sp
 
     if len(args) > 2 and args[2] is not None:
         return "preexec_fn (Python code in the child)"
