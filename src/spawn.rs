@@ -86,14 +86,15 @@ impl Drop for ExecStatus {
 
 /// Spawn through `clone3(CLONE_PIDFD)`; see the module docs.
 ///
-/// `fds` is `(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
+/// `chdir_marker`: report a failed `chdir` as `noexec:chdir`, as CPython
+/// 3.13 and later do. `fds` is `(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
 /// errpipe_read, errpipe_write)` as `fork_exec` takes them. With
 /// `wait_exec`, returns once the child has exec'd (its failure is on
 /// `errpipe_read`, for `subprocess` to read) and the third item is `None`;
 /// without, at once, the child reporting on a pipe of its own (an
 /// [`ExecStatus`]) after closing `errpipe_write`.
 #[pyfunction]
-#[pyo3(signature = (argv, executables, close_fds, keep, cwd, env, fds, restore_signals, setsid, pgid, gid, groups, uid, umask, wait_exec))]
+#[pyo3(signature = (argv, executables, close_fds, keep, cwd, env, fds, restore_signals, setsid, pgid, gid, groups, uid, umask, wait_exec, chdir_marker))]
 // The flat signature mirrors _posixsubprocess.fork_exec, whose arguments the
 // Python side passes on one for one.
 #[allow(
@@ -118,6 +119,7 @@ pub fn _spawn(
     uid: Option<u32>,
     umask: i32,
     wait_exec: bool,
+    chdir_marker: bool,
 ) -> PyResult<Option<(i32, PidFd, Option<ExecStatus>)>> {
     let (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write) =
         fds;
@@ -128,6 +130,7 @@ pub fn _spawn(
         cwd: cwd.map(c_string).transpose()?,
         keep,
         close_fds,
+        chdir_marker,
         p2cread,
         p2cwrite,
         c2pread,

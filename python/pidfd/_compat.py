@@ -71,6 +71,10 @@ if stock_execute_child.__closure__ is None:
     )
     _ours.__kwdefaults__ = stock_execute_child.__kwdefaults__
 
+#: Whether this CPython's parent side tells a failed ``chdir(cwd)``
+#: (``noexec:chdir``, 3.13 on) from other failures before exec (``noexec``).
+CHDIR_MARKER = "noexec:chdir" in stock_execute_child.__code__.co_consts
+
 
 def execute_child_on(fork_exec: Callable[..., int]) -> Any:
     """The stock ``_execute_child`` calling ``fork_exec`` instead of

@@ -399,6 +399,7 @@ def _spawn(
     uid: int | None,
     umask: int,
     wait_exec: bool,
+    chdir_marker: bool,
 ) -> tuple[int, PidFd, ExecStatus | None] | None:
     """Start a child with ``clone3(CLONE_PIDFD)``; ``None`` where refused.
 

@@ -104,6 +104,7 @@ def fork_exec(*args: Any) -> int:
         uid,
         child_umask,
         request.wait_exec,
+        _compat.CHDIR_MARKER,
     )
     if spawned is None:
         return _compat.STOCK_FORK_EXEC(*args)
@@ -155,8 +156,14 @@ def exec_error(data: bytes, executable: Any, cwd: Any) -> BaseException:
     kind = getattr(builtins, name.decode("ascii", "replace"), subprocess.SubprocessError)
     if isinstance(kind, type) and issubclass(kind, OSError) and hex_errno:
         number = int(hex_errno, 16)
-        filename = cwd if text == "noexec" else executable
-        return kind(number, os.strerror(number) if number else "", filename)
+        reason = os.strerror(number) if number else ""
+        if text == "noexec:chdir" or (text == "noexec" and not _compat.CHDIR_MARKER):
+            # The failure was chdir(cwd) (before 3.13, any failure before
+            # exec is reported so).
+            return kind(number, reason, cwd)
+        if text == "noexec":
+            return kind(number, reason)
+        return kind(number, reason, executable)
     if isinstance(kind, type) and issubclass(kind, BaseException):
         return kind(text)
     return subprocess.SubprocessError(text)  # pragma: no cover - not a class

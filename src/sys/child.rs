@@ -25,6 +25,7 @@ pub(super) struct ChildArgs {
     pub(super) set_groups: bool,
     pub(super) fds: [i32; 8],
     pub(super) close_first: [i32; 2],
+    pub(super) chdir_marker: bool,
     pub(super) close_fds: bool,
     pub(super) restore_signals: bool,
     pub(super) setsid: bool,
@@ -118,12 +119,39 @@ fn reset_handlers() {
     }
 }
 
+/// Where the child failed, as CPython's error report distinguishes it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Before exec (fds, ids, session...): `noexec`.
+    Setup,
+    /// `chdir(cwd)`: `noexec:chdir` where the CPython version reports it
+    /// apart (3.13 and later), `noexec` before.
+    Chdir,
+    /// `execve` itself: no suffix (the parent names the program).
+    Exec,
+}
+
+/// A failed step: its errno and stage.
+struct Failure {
+    errno: i32,
+    stage: Stage,
+}
+
+impl From<i32> for Failure {
+    fn from(errno: i32) -> Self {
+        Self {
+            errno,
+            stage: Stage::Setup,
+        }
+    }
+}
+
 /// Set up the child as `fork_exec` does, in its order; the errno of the
 /// first failure.
 ///
 /// # Safety
 /// `a`'s pointers must be valid (they point into the live `Launch`).
-unsafe fn prepare(a: &ChildArgs) -> Result<(), i32> {
+unsafe fn prepare(a: &ChildArgs) -> Result<(), Failure> {
     let [
         p2cread,
         p2cwrite,
@@ -172,7 +200,10 @@ unsafe fn prepare(a: &ChildArgs) -> Result<(), i32> {
     }
     if !a.cwd.is_null() {
         // SAFETY: cwd is a NUL-terminated string in the Launch.
-        unsafe { syscall4(libc::SYS_chdir, a.cwd as usize, 0, 0, 0) }?;
+        unsafe { syscall4(libc::SYS_chdir, a.cwd as usize, 0, 0, 0) }.map_err(|e| Failure {
+            errno: e,
+            stage: Stage::Chdir,
+        })?;
     }
     if a.umask >= 0 {
         // SAFETY: umask(2) takes an integer and cannot fail.
@@ -264,9 +295,11 @@ unsafe fn exec(a: &ChildArgs) -> i32 {
     if saved != 0 { saved } else { last }
 }
 
-/// Write `OSError:<hex errno>:[noexec]` to the error pipe, as CPython's child
-/// does, so that `subprocess` raises what it would raise for its own child.
-fn report(fd: i32, errno: i32, noexec: bool) {
+/// Write `OSError:<hex errno>:[noexec[:chdir]]` to the error pipe, as
+/// CPython's child does, so that `subprocess` raises what it would raise for
+/// its own child.
+fn report(fd: i32, failure: &Failure, chdir_marker: bool) {
+    let errno = failure.errno;
     let mut buf = [0u8; 40];
     let mut n = 0;
     let mut put = |b: u8| {
@@ -293,8 +326,13 @@ fn report(fd: i32, errno: i32, noexec: bool) {
         put(digits.get(count).copied().unwrap_or(b'0'));
     }
     put(b':');
-    if noexec {
+    if failure.stage != Stage::Exec {
         for &b in b"noexec" {
+            put(b);
+        }
+    }
+    if failure.stage == Stage::Chdir && chdir_marker {
+        for &b in b":chdir" {
             put(b);
         }
     }
@@ -328,8 +366,8 @@ pub(super) unsafe extern "C" fn child_main(arg: *const c_void) -> ! {
     let a = unsafe { &*arg.cast::<ChildArgs>() };
     let errpipe = a.fds[7];
     // SAFETY: a's pointers are valid (the Launch is alive).
-    let (errno, noexec) = if let Err(e) = unsafe { prepare(a) } {
-        (e, true)
+    let failure = if let Err(e) = unsafe { prepare(a) } {
+        e
     } else {
         if a.close_fds {
             // SAFETY: as above.
@@ -347,9 +385,13 @@ pub(super) unsafe extern "C" fn child_main(arg: *const c_void) -> ! {
             )
         };
         // SAFETY: as above.
-        (unsafe { exec(a) }, false)
+        let errno = unsafe { exec(a) };
+        Failure {
+            errno,
+            stage: Stage::Exec,
+        }
     };
-    report(errpipe, errno, noexec);
+    report(errpipe, &failure, a.chdir_marker);
     loop {
         // SAFETY: exit_group(2) ends the process; it does not return.
         let _ = unsafe { syscall4(libc::SYS_exit_group, 255, 0, 0, 0) };

@@ -53,7 +53,8 @@ struct CloneArgs {
 }
 
 /// What to run and how: the arguments of CPython's `_posixsubprocess.fork_exec`,
-/// converted.
+/// converted (its flags stay flags, one for one).
+#[allow(clippy::struct_excessive_bools)]
 pub struct Plan {
     /// `argv`.
     pub argv: Vec<CString>,
@@ -68,6 +69,9 @@ pub struct Plan {
     pub keep: Vec<i32>,
     /// Close every fd from 3 up but `keep`.
     pub close_fds: bool,
+    /// Report a failed `chdir` as `noexec:chdir` (CPython 3.13 and later)
+    /// rather than `noexec`.
+    pub chdir_marker: bool,
     /// The parent's ends of the standard-stream pipes and their child ends,
     /// `-1` where unused, as `fork_exec` takes them.
     pub p2cread: i32,
@@ -223,6 +227,7 @@ impl Launch {
             ],
             close_first: plan.close_first,
             close_fds: plan.close_fds,
+            chdir_marker: plan.chdir_marker,
             restore_signals: plan.restore_signals,
             setsid: plan.setsid,
             pgid: plan.pgid,
