@@ -36,7 +36,7 @@ import textwrap
 import time
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, NoReturn
 
-from pidfd import PidFd, Subreaper, __version__, wait_any
+from pidfd import PidFd, Subreaper, __version__, _procfs, wait_any
 from pidfd._native import _REAP_GRACE
 
 if TYPE_CHECKING:
@@ -454,21 +454,6 @@ def _wait_line(progress: bool | None) -> IO[str] | None:
     return sys.stderr if progress else None
 
 
-def _controlling_tty() -> tuple[int, int] | None:
-    """(major, minor) of this process's controlling terminal, from /proc."""
-    try:
-        with open("/proc/self/stat", encoding="ascii", errors="replace") as f:
-            text = f.read()
-        # Fields after the command name: state ppid pgrp session tty_nr.
-        tty_nr = int(text[text.rindex(")") + 1 :].split()[4])
-    except (OSError, ValueError, IndexError):
-        return None
-    if tty_nr == 0:
-        return None
-    # The kernel's new_encode_dev(): minor bits 0-7 and 20-31, major 8-19.
-    return (tty_nr >> 8) & 0xFFF, (tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)
-
-
 def _free_terminal() -> IO[str] | None:
     """The controlling terminal, open for the status line, if the command can't reach it.
 
@@ -479,7 +464,7 @@ def _free_terminal() -> IO[str] | None:
     to the terminal (``| tee``, ``| less``) cannot be seen from here, which
     is why `run` draws the line only when asked.
     """
-    tty = _controlling_tty()
+    tty = _procfs.controlling_tty()
     if tty is None:
         return None
     for fd in (0, 1, 2):
