@@ -903,9 +903,9 @@ def test_run_without_kill_tree_leaves_them() -> None:
     [("2.5", 2.5), ("10s", 10.0), ("1m", 60.0), ("2h", 7200.0), ("1d", 86400.0)],
 )
 def test_durations_as_timeout_takes_them(text: str, seconds: float) -> None:
-    from pidfd._cli import _seconds
+    from pidfd._cli.parser import duration
 
-    assert _seconds(text) == seconds
+    assert duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["5x", "m", "-1s", "inf", ""])
