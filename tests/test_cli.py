@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from pidfd import PidFd
+from pidfd import PidFd, _procfs
 from pidfd._cli import main
 from pidfd._native import _REAP_GRACE
 
@@ -966,3 +966,99 @@ def test_run_timeout_wakes_a_stopped_command() -> None:
     result = cli("run", "--json", "--timeout", "0.5", "--", "sh", "-c", "kill -STOP $$")
     assert result.returncode == 124
     assert last_json(result.stdout)["signal_name"] == "SIGTERM"
+
+
+# Issue 22, messages and output: thread ids, non-UTF-8 arguments, JSON floats.
+@pytest.fixture
+def thread_id() -> Iterator[int]:
+    """The id of a thread of this process that is not its leader."""
+    import threading
+
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait)
+    thread.start()
+    try:
+        assert thread.native_id is not None
+        yield thread.native_id
+    finally:
+        done.set()
+        thread.join()
+
+
+@pytest.mark.parametrize(("sub", "status"), [("wait", 2), ("info", 1)])
+def test_thread_id_gets_advice_for_the_command_line(sub: str, status: int, thread_id: int) -> None:
+    result = cli(sub, str(thread_id))
+    assert result.returncode == status
+    assert f"type: pidfd {sub} {os.getpid()}" in result.stderr
+    assert "thread=True" not in result.stderr  # the Python API's option
+    assert "none of the given PIDs names an existing process" not in result.stderr
+
+
+def test_non_utf8_arguments_show_their_bytes() -> None:
+    argv = [os.fsencode(a) for a in PIDFD]
+    text = subprocess.run(
+        [*argv, b"run", b"--", b"true", b"a\xff"], capture_output=True, timeout=LIMIT, check=False
+    )
+    assert b"command:                   true 'a\\xff'\n" in text.stderr
+    report = subprocess.run(
+        [*argv, b"run", b"--json", b"--", b"true", b"a\xff"],
+        capture_output=True,
+        timeout=LIMIT,
+        check=False,
+    )
+    assert b"\\udcff" not in report.stdout  # a lone surrogate: strict JSON readers refuse it
+    assert json.loads(report.stdout)["command"] == ["true", "a\\xff"]
+    failed = subprocess.run(
+        [*argv, b"run", b"--json", b"--", b"nosuch\xff"],
+        capture_output=True,
+        timeout=LIMIT,
+        check=False,
+    )
+    assert failed.returncode == 127
+    assert failed.stderr == b"pidfd: nosuch\\xff: No such file or directory\n"
+    assert json.loads(failed.stdout)["command"] == ["nosuch\\xff"]
+
+
+def test_every_json_float_is_rounded_to_microseconds() -> None:
+    # Enough CPU time that user and system time are not round numbers.
+    spin = "sum(range(3_000_000)); open('/dev/null').read()"
+    run = cli("run", "--json", "--", sys.executable, "-c", spin)
+    with started(py("import time; time.sleep(0.2)")) as child:
+        wait = cli("wait", "--json", str(child.pid))
+    for out in (run.stdout, wait.stdout):
+        floats = re.findall(r"-?\d+\.\d+(?:e-?\d+)?", out)
+        assert floats, out
+        assert all(re.fullmatch(r"-?\d+\.\d{1,6}", f) for f in floats), floats
+
+
+# --kill-after 0 disables SIGKILL (timeout(1)), for the descendants too.
+def test_kill_after_zero_never_sigkills_the_tree() -> None:
+    # The job ignores SIGTERM and ends on its own a moment later.
+    script = "trap '' TERM; sleep 0.5 & echo $! >&2"
+    result = cli("run", "--kill-tree", "--kill-after", "0", "--json", "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    tree = json.loads(result.stdout)["kill_tree"]
+    assert tree["left"] == 1 and tree["exited"] == 1 and tree["sigkill"] == 0, tree
+
+
+def test_a_signal_cuts_the_tree_teardown_short() -> None:
+    # With --kill-after 0 nothing ends a job that ignores SIGTERM but a
+    # signal to pidfd: its teardown must take one (SIGTERM here).
+    argv = [*PIDFD, "run", "--kill-tree", "--kill-after", "0", "--json", "--"]
+    argv += ["sh", "-c", "trap '' TERM; sleep 60 >/dev/null 2>&1 & echo $$ $! >&2"]
+    with started(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stderr is not None and proc.stdout is not None
+        shell, job = map(int, proc.stderr.readline().split())
+        # In the teardown: the command is reaped, its job adopted by pidfd.
+        deadline = time.monotonic() + LIMIT
+        while Path(f"/proc/{shell}").exists() or (_procfs.stat_fields(job) or ["", ""])[1] != str(
+            proc.pid
+        ):
+            assert time.monotonic() < deadline, "pidfd never reaped the command"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=LIMIT)
+    assert proc.returncode == 0
+    tree = json.loads(out)["kill_tree"]
+    assert tree["left"] == 1 and tree["sigkill"] == 1, tree
+    assert _ended(job)
