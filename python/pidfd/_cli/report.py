@@ -1,7 +1,8 @@
-"""What the commands report, as typed objects: each one is both outputs.
+"""What `pidfd run` reports, as typed objects, and the parts every command shares.
 
 Every result has one object, and that object writes both its text
-(``format()``) and its JSON (``to_json()``), so the two can never disagree.
+(``format()``) and its JSON (``to_json()``), so the two can never disagree
+(`wait` and `info` keep their own small ones, on the same pieces).
 Two rules hold for every JSON value here: seconds are rounded to the
 microsecond (:func:`seconds`), and a command's arguments go through
 :func:`~pidfd._cli.terminal.printable`, so that bytes that are not UTF-8
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pidfd._cli.terminal import PROG, printable, silence_stdout
 
 if TYPE_CHECKING:
-    from pidfd import ExitInfo, ExitStatus, ProcessInfo, Subreaper
+    from pidfd import ExitInfo, ExitStatus, Subreaper
 
 JSON = dict[str, Any]
 
@@ -79,65 +80,6 @@ class Ending:
             "signal_name": None if status.signal is None else signal_name(status.signal),
             "core_dumped": status.core_dumped,
         }
-
-
-# -- pidfd wait ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WaitRecord:
-    """One process `pidfd wait` saw exit: a line of its output."""
-
-    pid: int
-    ending: Ending
-    elapsed: float
-
-    def format(self) -> str:
-        return f"pid {self.pid} {self.ending.format()}"
-
-    def to_json(self) -> JSON:
-        return {"pid": self.pid, **self.ending.to_json(), "elapsed_s": seconds(self.elapsed)}
-
-
-# -- pidfd info ----------------------------------------------------------------
-
-_IDS = ("pid", "tgid", "ppid")
-_UIDS = ("ruid", "euid", "suid", "fsuid")
-_GIDS = ("rgid", "egid", "sgid", "fsgid")
-
-
-def _shown(value: object) -> str:
-    return "unknown" if value is None else str(value)
-
-
-@dataclass(frozen=True)
-class InfoReport:
-    """What `pidfd info` prints: PIDFD_GET_INFO, and whether it still runs."""
-
-    info: ProcessInfo
-    alive: bool
-
-    def to_json(self) -> JSON:
-        data: JSON = {name: getattr(self.info, name) for name in (*_IDS, *_UIDS, *_GIDS)}
-        data["cgroupid"] = self.info.cgroupid
-        data["alive"] = self.alive
-        status = self.info.exit_status
-        data["exit"] = None if status is None else Ending(status).to_json()
-        return data
-
-    def format(self) -> str:
-        info = self.info
-        state = "running" if self.alive else Ending(info.exit_status).format()
-        rows = [
-            ("pid", _shown(info.pid)),
-            ("state", state),
-            ("thread group id", _shown(info.tgid)),
-            ("parent pid", _shown(info.ppid)),
-            ("uid (real/eff/saved/fs)", "/".join(_shown(getattr(info, f)) for f in _UIDS)),
-            ("gid (real/eff/saved/fs)", "/".join(_shown(getattr(info, f)) for f in _GIDS)),
-            ("cgroup id", _shown(info.cgroupid)),
-        ]
-        return "\n".join(f"{key + ':':25} {value}" for key, value in rows)
 
 
 # -- pidfd run -----------------------------------------------------------------

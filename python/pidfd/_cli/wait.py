@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pidfd import PidFd, wait_any
@@ -17,7 +18,7 @@ from pidfd._cli.parser import (
     WAIT_USAGE,
     thread_advice,
 )
-from pidfd._cli.report import Ending, WaitRecord
+from pidfd._cli.report import JSON, Ending, seconds
 from pidfd._cli.terminal import PROG, REFRESH, Output, elapsed
 
 if TYPE_CHECKING:
@@ -30,6 +31,21 @@ __all__ = ["wait"]
 # How often `wait` looks whether an exited process's parent has reaped it
 # (within REAP_GRACE).
 REAP_POLL = 0.01
+
+
+@dataclass(frozen=True)
+class WaitRecord:
+    """One process `pidfd wait` saw exit: a line of its output, as text or JSON."""
+
+    pid: int
+    ending: Ending
+    elapsed: float
+
+    def format(self) -> str:
+        return f"pid {self.pid} {self.ending.format()}"
+
+    def to_json(self) -> JSON:
+        return {"pid": self.pid, **self.ending.to_json(), "elapsed_s": seconds(self.elapsed)}
 
 
 def wait(args: argparse.Namespace, out: Output) -> int:
