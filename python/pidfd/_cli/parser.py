@@ -82,21 +82,22 @@ def duration(text: str) -> float:
     return min(value, MAX_DURATION)
 
 
-def _positive_int(text: str) -> int:
+def _whole(text: str, what: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _whole(text, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def _pid(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
+    value = _whole(text, "a process id")
     if value < 1:
         raise argparse.ArgumentTypeError(f"a process id is a positive number, not {value}")
     if value > PID_MAX:
