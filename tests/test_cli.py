@@ -178,6 +178,10 @@ def test_non_utf8_arguments_show_their_bytes() -> None:
     assert failed.returncode == 127
     assert failed.stderr == b"pidfd: nosuch\\xff: No such file or directory\n"
     assert json.loads(failed.stdout)["command"] == ["nosuch\\xff"]
+    extra = subprocess.run(
+        [*argv, b"info", b"1", b"\xff"], capture_output=True, timeout=LIMIT, check=False
+    )
+    assert extra.stderr.endswith(b"pidfd info: error: unrecognized arguments: \\xff\n")
 
 
 def test_every_json_float_is_rounded_to_microseconds() -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pidfd._cli import info, run, wait
 from pidfd._cli.parser import RUN_FAILED, WAIT_FAILED, Outcome, build_parser
-from pidfd._cli.terminal import Output, silence_stdout, wait_line
+from pidfd._cli.terminal import Output, printable, silence_stdout, wait_line
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -86,7 +86,8 @@ def _main(argv: Sequence[str] | None) -> Outcome:
         if extra:
             # Report it from the subcommand's parser: `run` has its own status.
             culprit = getattr(args, "sub_parser", parser)
-            culprit.error(f"unrecognized arguments: {' '.join(extra)}")
+            words = " ".join(printable(word) for word in extra)
+            culprit.error(f"unrecognized arguments: {words}")
     except SystemExit as exc:  # --help, --version and usage errors
         return Outcome(exc.code if isinstance(exc.code, int) else 1)
     try:
