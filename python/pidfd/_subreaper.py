@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from pidfd import _popen
+from pidfd import _popen, _procfs
 from pidfd._native import ExitStatus, PidFd, _child_subreaper, _set_child_subreaper
 from pidfd._native import wait_any as _wait_any
 
@@ -49,46 +49,6 @@ _claimed: set[int] = set()
 # descendant whose parent (not ours) dies is re-parented to us without any
 # wake-up on a pidfd we hold.
 _RESCAN = 0.05
-
-
-def _children_by_proc_children() -> set[int] | None:
-    """Our children from ``/proc/self/task/*/children`` (``CONFIG_PROC_CHILDREN``)."""
-    found: set[int] = set()
-    seen_a_file = False
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
-                text = f.read()
-        except FileNotFoundError:
-            # The thread has exited, or the kernel lacks the file.
-            continue
-        seen_a_file = True
-        found.update(int(word) for word in text.split())
-    return found if seen_a_file else None
-
-
-def _children_by_scan() -> set[int]:
-    """Our children by reading every ``/proc/PID/stat`` (the slow fallback)."""
-    me = os.getpid()
-    found: set[int] = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as f:
-                # The command name may hold spaces and parentheses: split
-                # after the last ")". Fields: state, ppid, ...
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if int(fields[1]) == me:
-            found.add(int(name))
-    return found
-
-
-def _children() -> set[int]:
-    found = _children_by_proc_children()
-    return found if found is not None else _children_by_scan()
 
 
 async def _await_any(handles: list[PidFd], timeout: float) -> None:
@@ -179,7 +139,7 @@ class Subreaper:
         if self._active:
             raise RuntimeError("this Subreaper is already active; make a new one per block")
         # Before the switch: nothing can have been adopted yet.
-        at_entry = _children()
+        at_entry = _procfs.children()
         with _lock:
             if _depth == 0:
                 _was_subreaper = _child_subreaper()
@@ -298,7 +258,7 @@ class Subreaper:
     def _adopt(self) -> list[PidFd]:
         """Hold every new orphan with a pidfd; return the ones found now."""
         new: list[PidFd] = []
-        for pid in _children():
+        for pid in _procfs.children():
             if pid in self._held or pid in self._at_entry or pid in _claimed:
                 continue
             owner = _popen._children.get(pid)
