@@ -52,28 +52,9 @@ PLUGIN = textwrap.dedent(
     AsyncIOBackend.open_process = classmethod(_open_process)
     TrioBackend.open_process = classmethod(_open_process)
 
-    try:
-        import blockbuster
-    except ImportError:
-        pass
-    else:
-        # anyio's conftest exempts its own asyncio backend from blockbuster,
-        # because that backend spawns on the loop thread with
-        # subprocess.Popen. We spawn the same way; the one call that blocks
-        # is CPython's read of its exec-error pipe in _execute_child, which
-        # returns as soon as the child has exec'd. Exempt that call, and
-        # only that one.
-        import contextlib
-
-        _original_ctx = blockbuster.blockbuster_ctx
-
-        @contextlib.contextmanager
-        def _ctx(*args, **kwargs):
-            with _original_ctx(*args, **kwargs) as bb:
-                bb.functions["os.read"].can_block_in("subprocess.py", "_execute_child")
-                yield bb
-
-        blockbuster.blockbuster_ctx = _ctx
+    # No blockbuster exemption: anyio's conftest watches every test with
+    # blockbuster, and our spawn never blocks the loop (the exec status is
+    # awaited; the stock error-pipe read meets EOF on a non-blocking fd).
 
 
     def pytest_report_header(config):
