@@ -745,38 +745,3 @@ def test_check_output_runs_on_pidfd_popen() -> None:
         pidfd.check_output(["true"])
         pidfd.call(["true"])
     assert seen == [pidfd.Popen, pidfd.Popen]
-
-
-# -- the native spawn ------------------------------------------------------------------
-
-
-def test_sigchld_ignored_every_child_has_its_pidfd() -> None:
-    """With SIGCHLD ignored the kernel reaps a child the moment it exits; a
-    pidfd opened after the spawn (the stock path) can come too late for a
-    child that exits at once. The clone itself returns ours: never late."""
-    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    missing = []
-    try:
-        for _ in range(1000):
-            p = pidfd.Popen(["/bin/true"])
-            if p.pidfd is None:
-                missing.append(p.pid)
-            p.wait()
-            assert p.pidfd is None  # closed once the exit is known
-    finally:
-        signal.signal(signal.SIGCHLD, old)
-    assert missing == []
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "path"),
-    [
-        ({}, "clone3"),
-        ({"preexec_fn": os.getpid}, "subprocess"),
-        ({"close_fds": False, "start_new_session": True, "umask": 0o22}, "clone3"),
-    ],
-)
-def test_spawn_path_says_which_spawn_started_the_child(kwargs: dict[str, Any], path: str) -> None:
-    p = pidfd.Popen(["/bin/true"], **kwargs)
-    assert p.spawn_path == path
-    assert p.wait() == 0
