@@ -22,6 +22,8 @@ import pidfd
 from conftest import open_fds
 
 PY = sys.executable
+LEADS_SESSION = [PY, "-c", "import os; print(os.getsid(0) == os.getpid())"]
+LEADS_GROUP = [PY, "-c", "import os; print(os.getpgid(0) == os.getpid())"]
 
 
 def outcome(popen_class: Any, args: Any, **kwargs: Any) -> tuple[Any, ...]:
