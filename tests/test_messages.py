@@ -211,3 +211,20 @@ def test_subreaper_grace_of_wrong_type_is_a_type_error() -> None:
 
     with pytest.raises(TypeError, match="grace must be a number of seconds, not str"):
         pidfd.Subreaper(grace="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pid", [2**31, 2**63, 2**64, 2**100])
+def test_pid_too_large_names_the_pid_t_limit(pid: int) -> None:
+    # Beyond an i64 the same message as beyond a pid_t, not a bare "out of range".
+    with pytest.raises(OverflowError) as excinfo:
+        PidFd.from_pid(pid)
+    assert str(excinfo.value) == f"pid {pid} is out of range: a pid_t is at most 2147483647"
+
+
+@pytest.mark.parametrize("fd", [2**31, 2**40])
+def test_fd_too_large_is_out_of_range_not_negative(fd: int) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        PidFd.from_fd(fd)
+    message = str(excinfo.value)
+    assert "non-negative" not in message
+    assert message == f"fd {fd} is out of range: a file descriptor is a C int, at most 2147483647"
