@@ -1,34 +1,60 @@
 //! Checking Python arguments before they reach a system call: pids,
 //! fds and signal numbers in range, ints that are really ints.
 
+use std::fmt::Display;
+
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBool;
 
-pub(crate) fn check_pid(pid: i64) -> PyResult<libc::pid_t> {
-    if pid <= 0 {
-        return Err(PyValueError::new_err(format!(
-            "pid must be a positive process id, not {pid} (0 and negative numbers name \
-             process groups in kill(2), which a pidfd cannot refer to)"
-        )));
+/// A pid argument: a Python int that is a positive `pid_t`. An int too big
+/// even for an `i64` gets the same message as one too big for a `pid_t`.
+pub(crate) fn extract_pid(obj: &Bound<'_, PyAny>) -> PyResult<libc::pid_t> {
+    match extract_int(obj, "pid") {
+        Ok(pid) => check_pid(pid),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => Err(if obj.lt(0)? {
+            not_positive(obj)
+        } else {
+            pid_too_large(obj)
+        }),
+        Err(e) => Err(e),
     }
-    libc::pid_t::try_from(pid).map_err(|_| {
-        PyOverflowError::new_err(format!(
-            "pid {pid} is out of range: a pid_t is at most {}",
-            libc::pid_t::MAX
-        ))
-    })
 }
 
+fn check_pid(pid: i64) -> PyResult<libc::pid_t> {
+    if pid <= 0 {
+        return Err(not_positive(pid));
+    }
+    libc::pid_t::try_from(pid).map_err(|_| pid_too_large(pid))
+}
+
+fn not_positive(pid: impl Display) -> PyErr {
+    PyValueError::new_err(format!(
+        "pid must be a positive process id, not {pid} (0 and negative numbers name \
+         process groups in kill(2), which a pidfd cannot refer to)"
+    ))
+}
+
+fn pid_too_large(pid: impl Display) -> PyErr {
+    PyOverflowError::new_err(format!(
+        "pid {pid} is out of range: a pid_t is at most {}",
+        libc::pid_t::MAX
+    ))
+}
+
+/// A file descriptor: a C `int` from 0 up.
 pub(crate) fn check_fd(fd: i64, what: &str) -> PyResult<libc::c_int> {
-    libc::c_int::try_from(fd)
-        .ok()
-        .filter(|fd| *fd >= 0)
-        .ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "{what} must be a non-negative file descriptor, not {fd}"
-            ))
-        })
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be a non-negative file descriptor, not {fd}"
+        )));
+    }
+    libc::c_int::try_from(fd).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} {fd} is out of range: a file descriptor is a C int, at most {}",
+            libc::c_int::MAX
+        ))
+    })
 }
 
 pub(crate) fn check_signal(sig: i64) -> PyResult<libc::c_int> {

@@ -9,7 +9,9 @@ use pyo3::exceptions::{PyResourceWarning, PyRuntimeError, PyTypeError, PyValueEr
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::args::{check_fd, check_pid, check_signal, extract_bool, extract_int, extract_timeout};
+use crate::args::{
+    check_fd, check_signal, extract_bool, extract_int, extract_pid, extract_timeout,
+};
 use crate::errors::{closed, from_io, needs_kernel, os_error};
 use crate::info::ProcessInfo;
 use crate::kernel::{kernel_has_pidfd_thread, kernel_version, no_such_ioctl};
@@ -313,9 +315,8 @@ impl PidFd {
     // naming it; the signature users see keeps the real default.
     #[pyo3(signature = (pid, *, thread = None), text_signature = "(pid, *, thread=False)")]
     fn from_pid(pid: &Bound<'_, PyAny>, thread: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let pid = extract_int(pid, "pid")?;
+        let pid = extract_pid(pid)?;
         let thread = thread.map_or(Ok(false), |t| extract_bool(t, "thread"))?;
-        let pid = check_pid(pid)?;
         let flags = if thread { sys::PIDFD_THREAD } else { 0 };
         match sys::pidfd_open(pid, flags) {
             Ok(fd) => Ok(Self::new(fd, pid, thread)),

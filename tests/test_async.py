@@ -10,7 +10,7 @@ import sys
 import anyio
 import pytest
 
-from pidfd import AsyncPidFd, ExitInfo, PidFd
+from pidfd import AsyncPidFd, ExitInfo, ExitStatus, PidFd
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +97,84 @@ async def test_close_while_waiting_ends_the_wait(spawn) -> None:
             handle.close()
     assert len(outcome) == 1
     assert running(child.pid)
+
+
+async def test_close_while_waiting_says_what_happened(spawn) -> None:
+    child = spawn(SLEEP)
+    handle = AsyncPidFd.from_pid(child.pid)
+    caught: list[anyio.ClosedResourceError] = []
+
+    async def waiter() -> None:
+        try:
+            await handle.wait()
+        except anyio.ClosedResourceError as exc:
+            caught.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            handle.close()
+    assert len(caught) == 1
+    assert str(caught[0]) == (
+        f"AsyncPidFd (pid {child.pid}) was closed while this task awaited the "
+        f"process's exit; this wait reaped nothing"
+    )
+    assert running(child.pid)
+
+
+async def test_wait_timeout_raises_and_leaves_child_unreaped(spawn) -> None:
+    child = spawn(SLEEP)
+    async with AsyncPidFd.from_pid(child.pid) as handle:
+        with anyio.fail_after(10), pytest.raises(TimeoutError) as excinfo:
+            await handle.wait(timeout=0.05)
+        assert str(excinfo.value) == (
+            f"pid {child.pid} was still running after the 0.05s timeout; it has not been reaped"
+        )
+        assert running(child.pid)
+        for timeout in (0, -1, -0.5, 0.05):
+            # The sync call's message, word for word.
+            for wait in (handle.wait, handle.wait_exit):
+                with pytest.raises(TimeoutError) as async_error:
+                    await wait(timeout=timeout)
+                sync_wait = getattr(handle.sync, wait.__name__)
+                with pytest.raises(TimeoutError) as sync_error:
+                    sync_wait(timeout=timeout)
+                assert str(async_error.value) == str(sync_error.value)
+        assert running(child.pid)
+        handle.kill()
+        info = await handle.wait(timeout=30)  # still usable, and reaps
+        assert info.status.signal == signal.SIGKILL
+
+
+async def test_wait_timeout_returns_the_exit_in_time(spawn) -> None:
+    child = spawn("raise SystemExit(4)")
+    async with AsyncPidFd.from_pid(child.pid) as handle:
+        assert (await handle.wait(timeout=30)).status.code == 4
+    child = spawn("raise SystemExit(5)")
+    async with AsyncPidFd.from_pid(child.pid) as handle:
+        while handle.is_alive():
+            await anyio.sleep(0.01)
+        assert (await handle.wait(timeout=0)).status.code == 5
+    child = spawn("raise SystemExit(6)")
+    async with AsyncPidFd.from_pid(child.pid) as handle:
+        assert await handle.wait_exit(timeout=30) == ExitStatus.from_waitstatus(6 << 8)
+        assert await handle.wait_exit(timeout=0) == ExitStatus.from_waitstatus(6 << 8)
+        assert (await handle.wait(timeout=float("inf"))).status.code == 6
+
+
+@pytest.mark.parametrize("bad", ["1", b"1", [1], object()])
+async def test_wait_timeout_type_and_nan_errors_are_the_sync_ones(spawn, bad: object) -> None:
+    child = spawn(SLEEP)
+    async with AsyncPidFd.from_pid(child.pid) as handle:
+        with pytest.raises(TypeError) as async_error:
+            await handle.wait(timeout=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError) as sync_error:
+            handle.sync.wait(timeout=bad)  # type: ignore[arg-type]
+        assert str(async_error.value) == str(sync_error.value)
+        with pytest.raises(ValueError, match="NaN"):
+            await handle.wait(timeout=float("nan"))
+        assert running(child.pid)
 
 
 async def test_sync_calls_mirror_pidfd(spawn) -> None:

@@ -8,6 +8,7 @@ timeout's ``TimeoutError`` does not claim a wait that never happened.
 from __future__ import annotations
 
 import gc
+import re
 import subprocess
 import sys
 import warnings
@@ -211,3 +212,59 @@ def test_subreaper_grace_of_wrong_type_is_a_type_error() -> None:
 
     with pytest.raises(TypeError, match="grace must be a number of seconds, not str"):
         pidfd.Subreaper(grace="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pid", [2**31, 2**63, 2**64, 2**100])
+def test_pid_too_large_names_the_pid_t_limit(pid: int) -> None:
+    # Beyond an i64 the same message as beyond a pid_t, not a bare "out of range".
+    with pytest.raises(OverflowError) as excinfo:
+        PidFd.from_pid(pid)
+    assert str(excinfo.value) == f"pid {pid} is out of range: a pid_t is at most 2147483647"
+
+
+@pytest.mark.parametrize("fd", [2**31, 2**40])
+def test_fd_too_large_is_out_of_range_not_negative(fd: int) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        PidFd.from_fd(fd)
+    message = str(excinfo.value)
+    assert "non-negative" not in message
+    assert message == f"fd {fd} is out of range: a file descriptor is a C int, at most 2147483647"
+
+
+DROP_RUNNING = """
+import asyncio, gc, os, signal, sys
+import pidfd
+
+async def open_one():
+    return (await pidfd.open_process([sys.executable, "-c", "import time; time.sleep(60)"])).pid
+
+if sys.argv[1] == "popen":
+    pid = pidfd.Popen([sys.executable, "-c", "import time; time.sleep(60)"]).pid
+else:
+    pid = asyncio.run(open_one())
+gc.collect()
+os.kill(pid, signal.SIGKILL)
+print("dropped")
+"""
+
+
+@pytest.mark.parametrize("filter_", ["always", "error"])
+@pytest.mark.parametrize("what", ["popen", "open_process"])
+def test_dropping_a_running_child_warns_once(what: str, filter_: str) -> None:
+    # The stock "subprocess N is still running", and no second warning
+    # about an unclosed PidFd the user never opened: neither when the object
+    # is kept for a later reap (the warning shown) nor when the warning was
+    # raised as an error in __del__ (the object then collected at once).
+    out = subprocess.run(
+        [sys.executable, "-W", f"{filter_}::ResourceWarning", "-c", DROP_RUNNING, what],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "dropped\n", out.stderr
+    warned = re.findall(r"ResourceWarning: (?!Enable tracemalloc)", out.stderr)
+    assert len(warned) == 1, out.stderr
+    assert "is still running" in out.stderr
+    assert "unclosed PidFd" not in out.stderr

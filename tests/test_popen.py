@@ -611,6 +611,58 @@ def test_concurrent_waits_and_polls_agree(popens: list[pidfd.Popen[Any]]) -> Non
     assert p.pidfd is None
 
 
+def test_returncode_set_from_outside_closes_the_pidfd(popens: list[pidfd.Popen[Any]]) -> None:
+    # What asyncio's transport does after its watcher reaped the child.
+    p = pidfd.Popen([TRUE])
+    popens.append(p)
+    handle = p.pidfd
+    assert handle is not None
+    os.waitpid(p.pid, 0)
+    p.returncode = 0
+    assert handle.closed and p.pidfd is None
+    assert p.wait() == 0 and p.poll() == 0
+    assert p.exit_status is None  # this object never saw the status
+
+
+def test_returncode_reset_to_none_keeps_the_pidfd(popens: list[pidfd.Popen[Any]]) -> None:
+    # Some code resets returncode to force a re-poll: that is no exit.
+    p = pidfd.Popen([SLEEP, "30"])
+    popens.append(p)
+    p.returncode = None
+    assert p.pidfd is not None and not p.pidfd.closed
+    p.kill()
+    assert p.wait() == -signal.SIGKILL
+
+
+def test_asyncio_subprocess_under_the_swap_keeps_no_pidfd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `subprocess.Popen = pidfd.Popen`: asyncio spawns our class, its child
+    # watcher reaps with os.waitpid() and sets returncode on the object.
+    import asyncio
+    import gc
+    import warnings
+
+    monkeypatch.setattr(subprocess, "Popen", pidfd.Popen)
+
+    async def main() -> tuple[int, Any]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "print('hi')", stdout=subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        assert out == b"hi\n"
+        return proc.returncode, proc._transport.get_extra_info("subprocess")  # type: ignore[attr-defined]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rc, popen = asyncio.run(main())
+        assert rc == 0
+        assert isinstance(popen, pidfd.Popen)
+        assert popen.pidfd is None  # closed when asyncio set returncode
+        del popen
+        gc.collect()
+
+
 # -- the hook for async wrappers --------------------------------------------------------
 
 

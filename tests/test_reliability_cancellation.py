@@ -618,3 +618,54 @@ def test_keyboard_interrupt_in_block_kills_a_stubborn_child() -> None:
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(main())
     _assert_reaped(pids[0])
+
+
+SIGINT_SCRIPT = """
+import asyncio, os, sys
+import pidfd
+
+# The grandchild prints its pid on our stdout (inherited), then ignores the
+# signals a polite teardown would send.
+command = ["sh", "-c", "echo $$; trap '' TERM INT; exec sleep 30"]
+try:
+    asyncio.run(pidfd.run_process(command, stdout=None))
+except KeyboardInterrupt:
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        print("a child is left", flush=True)
+    except ChildProcessError:
+        print("no child left", flush=True)
+    raise
+"""
+
+
+def test_real_sigint_under_asyncio_run_kills_and_reaps_a_stubborn_child() -> None:
+    # Ctrl-C as a terminal delivers it: a real SIGINT to a process inside
+    # asyncio.run(run_process(...)), whose child ignores SIGINT and SIGTERM.
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_SCRIPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        grandchild = int(proc.stdout.readline())
+        # Running, and its parent has not reaped it: the pid is still its own.
+        with pidfd_mod.PidFd.from_pid(grandchild) as handle:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)  # the grandchild sleeps 30 s
+            assert proc.returncode == -signal.SIGINT, err
+            assert "KeyboardInterrupt" in err
+            assert out == "no child left\n", err  # killed, and reaped by its parent
+            assert not handle.is_alive()
+    finally:
+        if proc.poll() is None:  # pragma: no cover - the bug case
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

@@ -190,3 +190,69 @@ def test_interrupted_by_raising_signal_handler(procs):
         p.release()
         assert wait_any([h], timeout=10) == [h]
         assert h.wait(0).status.success
+
+
+# -- async_wait_any ----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_async_wait_any_returns_the_exited_without_blocking(sleepers, ticker) -> None:
+    import anyio
+
+    from pidfd import async_wait_any
+
+    _, slow = sleepers.start(30)
+    _, quick = sleepers.start(0.3)
+    handles = [slow, AsyncPidFd(quick)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker.run)
+        with anyio.fail_after(20):
+            done = await async_wait_any(handles)
+        tg.cancel_scope.cancel()
+    assert done == [handles[1]]
+    assert ticker.count >= 10  # the loop ran meanwhile
+    assert slow.is_alive()
+    assert quick.wait().status.success  # nothing was reaped
+    slow.close()
+    quick.close()
+
+
+@pytest.mark.anyio
+async def test_async_wait_any_timeout_and_errors_match_the_sync_call(sleepers) -> None:
+    from pidfd import async_wait_any
+
+    _, a = sleepers.start(30)
+    _, b = sleepers.start(30)
+    with pytest.raises(
+        TimeoutError, match=r"^none of the 2 processes had exited after the 0\.05s timeout$"
+    ):
+        await async_wait_any([a, b], timeout=0.05)
+    with pytest.raises(TimeoutError, match=r"timeout=0 checks once"):
+        await async_wait_any([a, b], timeout=0)
+    with pytest.raises(ValueError, match="at least one handle"):
+        await async_wait_any([])
+    with pytest.raises(TypeError, match="PidFd or AsyncPidFd"):
+        await async_wait_any([a, 3])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"^timeout must be a number of seconds"):
+        await async_wait_any([a], timeout="1")  # type: ignore[arg-type]
+    assert a.is_alive() and b.is_alive()
+    a.close()
+    b.close()
+
+
+@pytest.mark.anyio
+async def test_async_wait_any_cancelled_leaves_everything_as_it_was(sleepers) -> None:
+    import anyio
+
+    from pidfd import async_wait_any
+
+    _, a = sleepers.start(30)
+    with anyio.move_on_after(0.05) as scope:
+        await async_wait_any([a, a])
+    assert scope.cancelled_caught
+    assert a.is_alive() and not a.closed
+    a.kill()
+    with anyio.fail_after(20):
+        assert await async_wait_any([a, a]) == [a, a]
+    assert a.wait().status.signal == 9
+    a.close()

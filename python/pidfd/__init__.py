@@ -46,7 +46,7 @@ from pidfd._native import (
 from pidfd._popen import CompletedProcess, Popen, run
 from pidfd._process import Process, open_process, run_process
 from pidfd._subreaper import Subreaper
-from pidfd._waitany import wait_any
+from pidfd._waitany import async_wait_any, wait_any
 
 # The subprocess names a caller of Popen/run reaches for, so that
 # ``import pidfd as subprocess`` works: the stock objects themselves, so
@@ -69,6 +69,7 @@ __all__ = [
     "Subreaper",
     "TimeoutExpired",
     "__version__",
+    "async_wait_any",
     "call",
     "check_call",
     "check_output",

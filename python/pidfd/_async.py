@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import decimal
+import math
 import threading
 import types
 from typing import TYPE_CHECKING
@@ -31,6 +33,45 @@ __all__ = ["AsyncPidFd"]
 # wait_exit() polls this often while a non-child's parent reaps it, for at
 # most _REAP_GRACE seconds (the same grace as the sync side).
 _REAP_POLL = 0.005
+
+
+def _check_timeout(timeout: object) -> float | None:
+    """A ``timeout=`` as the native waits take it: ``None`` or ``inf`` for
+    no limit, else seconds; the same ``TypeError`` and NaN ``ValueError``."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, str | bytes | bytearray) or not (
+        hasattr(type(timeout), "__float__") or hasattr(type(timeout), "__index__")
+    ):
+        raise TypeError(
+            f"timeout must be a number of seconds (int or float) or None, "
+            f"not {type(timeout).__name__}"
+        )
+    secs = float(timeout)  # type: ignore[arg-type]
+    if math.isnan(secs):
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
+    return None if secs == math.inf else secs
+
+
+def _seconds(secs: float) -> str:
+    """``secs`` as the native messages print it: shortest, no exponent."""
+    if secs.is_integer():
+        return str(int(secs))
+    return format(decimal.Decimal(repr(secs)), "f")
+
+
+def _timeout_phrase(secs: float) -> str:
+    """The native ``timeout_phrase``: a zero or negative timeout checked once."""
+    if secs > 0:
+        return f"after the {_seconds(secs)}s timeout"
+    return f"when checked (timeout={_seconds(secs)} checks once, without waiting)"
+
+
+def _timeout_error(pid: int, secs: float) -> TimeoutError:
+    """The ``TimeoutError`` of the native waits, word for word."""
+    return TimeoutError(
+        f"pid {pid} was still running {_timeout_phrase(secs)}; it has not been reaped"
+    )
 
 
 class AsyncPidFd:
@@ -166,16 +207,39 @@ class AsyncPidFd:
             # Registers fd with the loop before yielding to it, so a close
             # handed to the loop runs after the registration.
             await anyio.wait_readable(fd)
+        except anyio.ClosedResourceError:
+            # anyio's own has no message; say what happened.
+            raise anyio.ClosedResourceError(
+                f"AsyncPidFd (pid {self.pid}) was closed while this task awaited "
+                f"the process's exit; this wait reaped nothing"
+            ) from None
         finally:
             self._waiting = False
 
-    async def wait(self) -> ExitInfo:
+    async def wait(self, timeout: float | None = None) -> ExitInfo:
         """Wait for the child to exit, reap it, and return its ``ExitInfo``.
 
         Never blocks the event loop. Cancelling it leaves the child unreaped
         and the handle usable: a later ``wait()`` still returns the status.
         ``ChildProcessError`` at once for a process that is not our child.
+        ``timeout`` is as for :meth:`PidFd.wait`: ``TimeoutError`` once it
+        has passed, the child left unreaped (zero or negative checks once).
+        Closing the handle meanwhile raises ``anyio.ClosedResourceError``.
         """
+        secs = _check_timeout(timeout)
+        if secs is None:
+            return await self._wait()
+        if secs <= 0:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            info = self._open().try_wait()
+            if info is None:
+                raise _timeout_error(self.pid, secs)
+            return info
+        with anyio.move_on_after(secs):
+            return await self._wait()
+        raise _timeout_error(self.pid, secs)
+
+    async def _wait(self) -> ExitInfo:
         # A wait() that is already cancelled must not reap: raise before
         # touching the child (a check, not a yield, so it stays cheap).
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -211,12 +275,25 @@ class AsyncPidFd:
         finally:
             self._release()
 
-    async def wait_exit(self) -> ExitStatus | None:
+    async def wait_exit(self, timeout: float | None = None) -> ExitStatus | None:
         """Wait for the process — child or not — to exit, without reaping it.
 
         As :meth:`PidFd.wait_exit`: its ``ExitStatus`` where the kernel can
-        tell, else ``None``.
+        tell, else ``None``; ``TimeoutError`` once ``timeout`` has passed.
         """
+        secs = _check_timeout(timeout)
+        if secs is None:
+            return await self._wait_exit()
+        if secs <= 0:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            if self._open().is_alive():
+                raise _timeout_error(self.pid, secs)
+            return await self._wait_exit()
+        with anyio.move_on_after(secs):
+            return await self._wait_exit()
+        raise _timeout_error(self.pid, secs)
+
+    async def _wait_exit(self) -> ExitStatus | None:
         await anyio.lowlevel.checkpoint_if_cancelled()
         if self._busy:
             await self._queue()

@@ -29,6 +29,7 @@ handle. It still reaps with ``os.wait4`` rather than ``os.waitpid`` there, so
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
@@ -159,6 +160,39 @@ class Popen(subprocess.Popen[AnyStr]):
     # (start_new_session=True, process_group=0, or preexec_fn=os.setsid).
     _leads_group: bool = False
 
+    # The stock class keeps returncode as a plain attribute; ours closes the
+    # pidfd the moment it is set, because code outside may set it after
+    # reaping the child itself: asyncio's subprocess transport does, after
+    # its watcher's os.waitpid(), and every later wait() or poll() then
+    # returns at once without touching our handle. Our own reaps close it
+    # the same way, by setting returncode.
+    _returncode: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        """As in `subprocess.Popen`: the exit code, ``-signal``, or ``None``."""
+        return self._returncode
+
+    @returncode.setter
+    def returncode(self, value: int | None) -> None:
+        self._returncode = value
+        if value is not None and self.pidfd is not None:
+            self._close_pidfd()
+
+    def __del__(self, *args: Any, **kwargs: Any) -> None:
+        # The stock __del__ warns once about a child still running, then
+        # keeps the object in subprocess._active so that a later Popen reaps
+        # it (through our pidfd). Not kept (the warning was raised as an
+        # error): close the pidfd here, quietly, so the one warning is the
+        # stock one and not a second "unclosed PidFd" about a handle the user
+        # never opened. Kept: _close_abandoned() closes it at exit.
+        try:
+            super().__del__(*args, **kwargs)
+        finally:
+            kept = getattr(subprocess, "_active", None) or ()
+            if self.pidfd is not None and not any(p is self for p in kept):
+                self._close_pidfd()
+
     # -- spawning -----------------------------------------------------------
 
     # Whether the spawn waits for the child's exec (False: the event loop's
@@ -214,9 +248,11 @@ class Popen(subprocess.Popen[AnyStr]):
     def _close_pidfd(self) -> None:
         """Close the pidfd once the child has been reaped, and forget it.
 
-        Called once per pidfd, with ``_waitpid_lock`` held and ``returncode``
-        already set. A private hook for wrappers that handed the fd to an
-        event loop: override it to tell the loop first (e.g.
+        Called once per pidfd: by the ``returncode`` setter (with
+        ``_waitpid_lock`` held, unless code outside set ``returncode``), when
+        going back to stock waiting, or for a child dropped while running. A
+        private hook for wrappers that handed the fd to an event loop:
+        override it to tell the loop first (e.g.
         ``anyio.notify_closing(self.pidfd)``), then call
         ``super()._close_pidfd()``.
         """
@@ -239,8 +275,7 @@ class Popen(subprocess.Popen[AnyStr]):
         status = info.status
         self.exit_status = status
         self.rusage = info.rusage
-        self.returncode = status.returncode
-        self._close_pidfd()
+        self.returncode = status.returncode  # which closes the pidfd
 
     def _record_reaped_elsewhere(self, handle: PidFd, deadstate: int | None) -> None:
         """The child was reaped behind our back, or auto-reaped (SIGCHLD ignored).
@@ -262,7 +297,7 @@ class Popen(subprocess.Popen[AnyStr]):
             self.returncode = status.returncode
         else:
             self.returncode = deadstate if deadstate is not None else 0
-        self._close_pidfd()
+        # Setting returncode has closed the pidfd.
 
     def _reap_nohang(self, deadstate: int | None) -> None:
         """One non-blocking reap through the pidfd, if it is still open.
@@ -502,6 +537,21 @@ class Popen(subprocess.Popen[AnyStr]):
             with contextlib.suppress(OSError):
                 self.send_signal(signal.SIGKILL, group=True)
         self.kill()
+
+
+def _close_abandoned() -> None:
+    """At exit, close the pidfds of children dropped while still running.
+
+    The stock ``__del__`` has warned about each of them once and kept it in
+    ``subprocess._active`` to be reaped later; left open, its pidfd would
+    warn a second time as the interpreter shuts down.
+    """
+    for popen in list(getattr(subprocess, "_active", None) or ()):
+        if isinstance(popen, Popen):
+            popen._close_pidfd()
+
+
+atexit.register(_close_abandoned)
 
 
 class CompletedProcess(subprocess.CompletedProcess[_T]):
