@@ -205,6 +205,25 @@ def _end_all(
             handle.close()
 
 
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def _reap_zombies(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            handle = PidFd.from_pid(pid)
+        except ProcessLookupError:
+            continue
+        with handle, contextlib.suppress(ChildProcessError):
+            if _still_our_child(handle):
+                handle.try_wait()
+
+
 def _how(status: ExitStatus) -> str:
     if status.signal is not None:
         return f"ended by {signal.Signals(status.signal).name}"
@@ -296,27 +315,52 @@ class _Checker:
 
     # -- the check ----------------------------------------------------------------------
 
+    def _find(
+        self, item: pytest.Item | None, before: set[int] | None
+    ) -> tuple[set[int], list[tuple[str, list[LeftProcess], object]]]:
+        """Our children now, and what the test and the due fixtures left.
+
+        An orphan left that has exited is a zombie only because pytest is
+        the subreaper: without the plugin init would have reaped it, and no
+        ``Popen`` is there to do it. It is reaped without a word, and its own
+        children, re-parented to us as it exited, are looked at again.
+        """
+        while True:
+            alive = _children()
+            groups: list[tuple[str, list[LeftProcess], object]] = []
+            if item is not None and before is not None:
+                # The fixtures finalized in this teardown own theirs still.
+                due = {pid for owner in self._due for pid in owner.pids}
+                left = alive - before - self.owned() - due
+                if left:
+                    groups.append(
+                        (f"the test {item.nodeid}", _describe(left), getattr(item, "obj", None))
+                    )
+            for owner in self._due:
+                left = owner.pids & alive
+                if left:
+                    groups.append((owner.name(), _describe(left), owner.fixturedef.func))
+            exited = [
+                p.pid for _, found, _ in groups for p in found if p.zombie and p.found == "orphan"
+            ]
+            if not exited:
+                return alive, [group for group in groups if group[1]]
+            _reap_zombies(exited)
+
     def _check(self, item: pytest.Item | None, *, raise_: bool = True) -> str | None:
         """Find, report and (unless ``report``) end what was left; in ``fail``
         mode raise (or, with ``raise_`` false, return) the report."""
         before, self._before = self._before, None
-        alive = _children()
-        groups: list[tuple[str, set[int], object]] = []
-        if item is not None and before is not None:
-            left = alive - before - self.owned()
-            if left:
-                groups.append((f"the test {item.nodeid}", left, getattr(item, "obj", None)))
-        for owner in self._due:
-            left = owner.pids & alive
-            if left:
-                groups.append((owner.name(), left, owner.fixturedef.func))
-        self._due.clear()
+        try:
+            alive, groups = self._find(item, before)
+        finally:
+            self._due.clear()
         if not groups:
             return None
-        ignore = alive - set().union(*(pids for _, pids, _ in groups))
+        ignore = alive - {p.pid for _, found, _ in groups for p in found}
         texts = []
-        for who, pids, source in groups:
-            found = _describe(pids)
+        for who, found, source in groups:
+            pids = {p.pid for p in found}
             ended, late = _end_all(pids, ignore, self.grace) if self.mode != "report" else ({}, [])
             count = len(found) + len(late)
             lines = [f"{who} left {count} {'process' if count == 1 else 'processes'} behind:"]
@@ -335,7 +379,7 @@ class _Checker:
                     filename=code.co_filename if code is not None else "<pytest session>",
                     lineno=code.co_firstlineno if code is not None else 0,
                 )
-        if self.mode != "fail":
+        if self.mode != "fail" or not texts:
             return None
         failure = "\n".join(texts)
         if raise_:
