@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ import pathlib, subprocess
 
 def test_leaks():
     child = subprocess.Popen(["sleep", "60"])
+    while not pathlib.Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"):
+        pass  # until it has run exec, so that the report names it
     pathlib.Path("pids").write_text(str(child.pid))
 
 def test_clean():
@@ -72,11 +75,24 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=INNER_TIMEOUT)
 
 
+@contextlib.contextmanager
+def _session(pytester: pytest.Pytester, *args: str) -> Iterator[tuple[pytest.RunResult, list[int]]]:
+    """An inner session; then the processes its tests recorded in `pids` are ended."""
+    result = _run(pytester, *args)
+    pids = _pids(pytester)
+    try:
+        yield result, pids
+    finally:
+        for pid in pids:
+            _end(pid)
+
+
+WERROR = "error::pidfd.pytest_plugin.LeakedProcessWarning"
+
+
 def test_report_warns_naming_the_process_and_the_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_report=LEAKS)
-    result = _run(pytester, "--pidfd-leaks=report")
-    (pid,) = _pids(pytester)
-    try:
+    with _session(pytester, "--pidfd-leaks=report") as (result, (pid,)):
         result.assert_outcomes(passed=3, warnings=1)
         result.stdout.fnmatch_lines(
             [
@@ -88,28 +104,20 @@ def test_report_warns_naming_the_process_and_the_test(pytester: pytest.Pytester)
         )
         assert "test_clean" not in result.stdout.str()
         assert _is_sleep(pid)  # report only
-    finally:
-        _end(pid)
 
 
 def test_kill_ends_the_process(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_kill=LEAKS)
-    result = _run(pytester, "--pidfd-leaks=kill")
-    (pid,) = _pids(pytester)
-    try:
+    with _session(pytester, "--pidfd-leaks=kill") as (result, (pid,)):
         result.assert_outcomes(passed=3, warnings=1)
         result.stdout.fnmatch_lines([f"    pid {pid} (child): sleep 60 -- ended by SIGTERM"])
         assert _gone(pid)
-    finally:
-        _end(pid)
 
 
 def test_fail_fails_that_test_only_set_in_the_ini_file(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_fail=LEAKS)
     pytester.makeini("[pytest]\npidfd_leaks = fail\n")
-    result = _run(pytester)
-    (pid,) = _pids(pytester)
-    try:
+    with _session(pytester) as (result, (pid,)):
         # The teardown of the test that leaked errors; its call and the other tests pass.
         result.assert_outcomes(passed=3, errors=1)
         result.stdout.fnmatch_lines(
@@ -121,21 +129,13 @@ def test_fail_fails_that_test_only_set_in_the_ini_file(pytester: pytest.Pytester
         )
         assert result.ret == pytest.ExitCode.TESTS_FAILED
         assert _gone(pid)
-    finally:
-        _end(pid)
 
 
 def test_the_warning_can_be_made_an_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_werror=LEAKS)
-    result = _run(
-        pytester, "--pidfd-leaks=kill", "-W", "error::pidfd.pytest_plugin.LeakedProcessWarning"
-    )
-    (pid,) = _pids(pytester)
-    try:
+    with _session(pytester, "--pidfd-leaks=kill", "-W", WERROR) as (result, (pid,)):
         result.assert_outcomes(passed=3, errors=1)
         assert _gone(pid)
-    finally:
-        _end(pid)
 
 
 def test_a_setsid_double_fork_daemon_is_found_and_ended(pytester: pytest.Pytester) -> None:
@@ -156,9 +156,7 @@ def test_a_setsid_double_fork_daemon_is_found_and_ended(pytester: pytest.Pyteste
                 time.sleep(0.01)
         """
     )
-    result = _run(pytester, "--pidfd-leaks=kill")
-    (pid,) = _pids(pytester)
-    try:
+    with _session(pytester, "--pidfd-leaks=kill") as (result, (pid,)):
         result.assert_outcomes(passed=1, warnings=1)
         result.stdout.fnmatch_lines(
             [
@@ -167,8 +165,6 @@ def test_a_setsid_double_fork_daemon_is_found_and_ended(pytester: pytest.Pyteste
             ]
         )
         assert _gone(pid)
-    finally:
-        _end(pid)
 
 
 # 204 tests that start processes in every common way and end them: not one is
@@ -256,10 +252,12 @@ def test_flag(request):
 
 
 PIDFD_PROCESSES = """
-import subprocess
+import pathlib, subprocess
 
 def test_pidfd_processes(pidfd_processes):
     child = subprocess.Popen(["sleep", "60"])
+    while not pathlib.Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"):
+        pass  # until it has run exec, so that the report names it
     (process,) = pidfd_processes()
     assert (process.pid, process.cmdline, process.found) == (child.pid, "sleep 60", "child")
     child.kill()
@@ -304,6 +302,8 @@ def test_a_session_fixtures_processes_are_its_own(pytester: pytest.Pytester) -> 
         @pytest.fixture(scope="session")
         def left_running():
             child = subprocess.Popen(["sleep", "60"])
+            while not pathlib.Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"):
+                pass  # until it has run exec, so that the report names it
             pathlib.Path("pids").write_text(str(child.pid))
             yield child
 
@@ -331,9 +331,7 @@ def test_a_session_fixtures_processes_are_its_own(pytester: pytest.Pytester) -> 
             pass
         """,
     )
-    result = _run(pytester, "--pidfd-leaks=kill")
-    (pid,) = _pids(pytester)
-    try:
+    with _session(pytester, "--pidfd-leaks=kill") as (result, (pid,)):
         result.assert_outcomes(passed=4, warnings=1)
         result.stdout.fnmatch_lines(
             [
@@ -344,8 +342,6 @@ def test_a_session_fixtures_processes_are_its_own(pytester: pytest.Pytester) -> 
         )
         assert "the test" not in result.stdout.str()
         assert _gone(pid)
-    finally:
-        _end(pid)
 
 
 def test_xdist_each_worker_checks_its_own_tests(pytester: pytest.Pytester) -> None:
@@ -370,23 +366,20 @@ def test_xdist_each_worker_checks_its_own_tests(pytester: pytest.Pytester) -> No
         @pytest.mark.parametrize("n", range(6))
         def test_leaks(n):
             child = subprocess.Popen(["sleep", "60"])
+            while not pathlib.Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"):
+                pass  # until it has run exec, so that the report names it
             with open("pids", "a") as f:
                 f.write(f"{child.pid}\\n")
             time.sleep(0.2)  # so that both workers get some
         """
     )
-    result = _run(pytester, "-n", "2", "--pidfd-leaks=kill")
-    pids = _pids(pytester)
-    try:
+    with _session(pytester, "-n", "2", "--pidfd-leaks=kill") as (result, pids):
         result.assert_outcomes(passed=6, warnings=6)
         for pid in pids:
             result.stdout.fnmatch_lines([f"    pid {pid} (child): sleep 60 -- ended by SIGTERM"])
             assert _gone(pid)
         roles = sorted((pytester.path / "roles").read_text().split())
         assert roles == ["gw0=True", "gw1=True", "main=False"]
-    finally:
-        for pid in pids:
-            _end(pid)
 
 
 def test_the_children_of_a_timed_out_test_are_ended(pytester: pytest.Pytester) -> None:
@@ -399,13 +392,13 @@ def test_the_children_of_a_timed_out_test_are_ended(pytester: pytest.Pytester) -
         @pytest.mark.timeout(1, method="signal")
         def test_hangs():
             child = subprocess.Popen(["sleep", "60"])
+            while not pathlib.Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"):
+                pass  # until it has run exec, so that the report names it
             pathlib.Path("pids").write_text(str(child.pid))
             time.sleep(60)
         """
     )
-    result = _run(pytester, "--pidfd-leaks=fail")
-    (pid,) = _pids(pytester)
-    try:
+    with _session(pytester, "--pidfd-leaks=fail") as (result, (pid,)):
         result.assert_outcomes(failed=1, errors=1)
         result.stdout.fnmatch_lines(
             [
@@ -415,8 +408,6 @@ def test_the_children_of_a_timed_out_test_are_ended(pytester: pytest.Pytester) -
             ]
         )
         assert _gone(pid)
-    finally:
-        _end(pid)
 
 
 def test_cgroup_option_says_it_is_not_available(pytester: pytest.Pytester) -> None:

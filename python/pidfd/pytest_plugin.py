@@ -31,6 +31,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -244,9 +245,10 @@ class _Owner:
 class _Checker:
     """The active plugin: one per session (per xdist worker)."""
 
-    def __init__(self, mode: str, grace: float) -> None:
+    def __init__(self, mode: str, grace: float, rootpath: Path) -> None:
         self.mode = mode
         self.grace = grace
+        self.rootpath = rootpath
         self._before: set[int] | None = None
         self._owners: list[_Owner] = []
         self._due: list[_Owner] = []
@@ -372,12 +374,16 @@ class _Checker:
             if self.mode != "fail":
                 # Pointing at the test (or fixture) that left them, as the
                 # summary of any warning shows where it came from.
+                # Relative to the rootdir, as pytest names tests.
                 code = getattr(source, "__code__", None)
+                filename, lineno = "<pytest session>", 0
+                if code is not None:
+                    path = Path(code.co_filename)
+                    with contextlib.suppress(ValueError):
+                        path = path.relative_to(self.rootpath)
+                    filename, lineno = str(path), code.co_firstlineno
                 warnings.warn_explicit(
-                    LeakedProcessWarning(text),
-                    LeakedProcessWarning,
-                    filename=code.co_filename if code is not None else "<pytest session>",
-                    lineno=code.co_firstlineno if code is not None else 0,
+                    LeakedProcessWarning(text), LeakedProcessWarning, filename, lineno
                 )
         if self.mode != "fail" or not texts:
             return None
@@ -456,7 +462,7 @@ def pytest_configure(config: pytest.Config) -> None:
     mode = _mode(config)
     if mode == "off" or _is_xdist_controller(config):
         return
-    checker = _Checker(mode, _grace(config))
+    checker = _Checker(mode, _grace(config), config.rootpath)
     config.stash[_SUBREAPER_KEY] = _child_subreaper()
     _set_child_subreaper(True)
     config.pluginmanager.register(checker, _PLUGIN_NAME)
