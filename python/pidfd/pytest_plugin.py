@@ -359,10 +359,11 @@ class _Checker:
             self._due.clear()
         if not groups:
             return None
-        ignore = alive - {p.pid for _, found, _ in groups for p in found}
         texts = []
         for who, found, source in groups:
             pids = {p.pid for p in found}
+            # What was there before, fixtures' and the other groups' own.
+            ignore = alive - pids
             ended, late = _end_all(pids, ignore, self.grace) if self.mode != "report" else ({}, [])
             count = len(found) + len(late)
             lines = [f"{who} left {count} {'process' if count == 1 else 'processes'} behind:"]
