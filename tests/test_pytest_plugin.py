@@ -8,6 +8,7 @@ pytest running these tests.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pidfd import PidFd
+from pidfd.pytest_plugin import _cgroup2_mount
 
 pytest_plugins = ["pytester"]
 
@@ -293,7 +295,12 @@ def test_pidfd_processes_works_with_the_plugin_off(pytester: pytest.Pytester) ->
     _run(pytester).assert_outcomes(passed=1)
 
 
-def test_a_session_fixtures_processes_are_its_own(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("cgroup", [[], ["--pidfd-leaks-cgroup"]], ids=["subreaper", "cgroup"])
+def test_a_session_fixtures_processes_are_its_own(
+    pytester: pytest.Pytester, cgroup: list[str]
+) -> None:
+    if cgroup:
+        _skip_without_cgroups(pytester)
     pytester.makeconftest(
         """
         import pathlib, subprocess
@@ -331,7 +338,7 @@ def test_a_session_fixtures_processes_are_its_own(pytester: pytest.Pytester) -> 
             pass
         """,
     )
-    with _session(pytester, "--pidfd-leaks=kill") as (result, (pid,)):
+    with _session(pytester, "--pidfd-leaks=kill", *cgroup) as (result, (pid,)):
         result.assert_outcomes(passed=4, warnings=1)
         result.stdout.fnmatch_lines(
             [
@@ -410,11 +417,60 @@ def test_the_children_of_a_timed_out_test_are_ended(pytester: pytest.Pytester) -
         assert _gone(pid)
 
 
-def test_cgroup_option_says_it_is_not_available(pytester: pytest.Pytester) -> None:
+def _skip_without_cgroups(pytester: pytest.Pytester) -> None:
+    """Skip unless an inner session can run its tests in cgroups here."""
+    pytester.makepyfile(test_probe="def test_probe(): pass")
+    probe = _run(pytester, "--pidfd-leaks=kill", "--pidfd-leaks-cgroup", "test_probe.py")
+    (pytester.path / "test_probe.py").unlink()
+    if probe.ret == pytest.ExitCode.USAGE_ERROR:
+        pytest.skip(probe.stderr.str().strip())
+    probe.assert_outcomes(passed=1)
+
+
+ESCAPES = """
+import os, pathlib, subprocess, time
+from pidfd._native import _set_child_subreaper
+
+def test_escapes_the_subreaper():
+    pathlib.Path("pytest-pid").write_text(str(os.getpid()))
+    # Without the flag, the daemon goes to init: only the cgroup still knows it.
+    _set_child_subreaper(False)
+    try:
+        daemon = "setsid sleep 60 > /dev/null 2>&1 & echo $!"
+        out = subprocess.run(["sh", "-c", daemon], check=True, capture_output=True).stdout
+    finally:
+        _set_child_subreaper(True)
+    pid = int(out)
+    pathlib.Path("pids").write_text(str(pid))
+    while not pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep"):
+        pass  # until it has run exec, so that the report names it
+"""
+
+
+@pytest.mark.parametrize("mode", ["report", "kill"])
+def test_cgroup_finds_a_process_that_left_the_tree(pytester: pytest.Pytester, mode: str) -> None:
+    _skip_without_cgroups(pytester)
+    pytester.makepyfile(test_escapes=ESCAPES)
+    with _session(pytester, f"--pidfd-leaks={mode}", "--pidfd-leaks-cgroup") as (result, (pid,)):
+        result.assert_outcomes(passed=1, warnings=1)
+        ended = " -- ended after SIGTERM" if mode == "kill" else ""
+        result.stdout.fnmatch_lines([f"    pid {pid} (in the test's cgroup): sleep 60{ended}"])
+        assert _gone(pid) is (mode == "kill")
+        # Each test's cgroup is gone too, in both modes.
+        inner = (pytester.path / "pytest-pid").read_text()
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            own = next(line[3:].strip() for line in f if line.startswith("0::"))
+        root, mount = _cgroup2_mount()
+        base = mount / os.path.relpath(own, root)
+        assert list(base.glob(f"pidfd-leaks-{inner}-*")) == []
+
+
+def test_cgroup_option_needs_a_mode(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x="def test_x(): pass")
-    result = _run(pytester, "--pidfd-leaks=kill", "--pidfd-leaks-cgroup")
+    pytester.makeini("[pytest]\npidfd_leaks_cgroup = true\n")
+    result = _run(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--pidfd-leaks-cgroup is not available yet*"])
+    result.stderr.fnmatch_lines(["*--pidfd-leaks-cgroup needs --pidfd-leaks=report, kill or fail*"])
 
 
 def test_a_wrong_mode_in_the_ini_file_is_a_usage_error(pytester: pytest.Pytester) -> None:

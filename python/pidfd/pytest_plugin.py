@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import re
 import shlex
 import signal
 import time
@@ -231,6 +233,120 @@ def _how(status: ExitStatus) -> str:
     return f"exited with {status.code}"
 
 
+def _unescape(word: str) -> str:
+    r"""Undo the octal escapes of /proc/self/mountinfo (``\040`` for a space)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), word)
+
+
+def _cgroup2_mount() -> tuple[str, Path]:
+    """(root inside the hierarchy, mount point) of the cgroup v2 mount."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            if rest.split()[:1] == ["cgroup2"]:
+                words = fields.split()
+                return _unescape(words[3]), Path(_unescape(words[4]))
+    raise OSError("no cgroup v2 (cgroup2) file system is mounted")
+
+
+class _Cgroups:
+    """A transient cgroup v2 per test, a child of the one pytest runs in.
+
+    For each test pytest moves itself into a fresh child cgroup, so that
+    everything the test starts is born there, whatever it does afterwards;
+    after teardown pytest moves back, and what is still in the test's cgroup
+    was left by the test.
+    """
+
+    def __init__(self) -> None:
+        root, mount = _cgroup2_mount()
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            path = next(line[3:].strip() for line in f if line.startswith("0::"))
+        inside = os.path.relpath(path, root)
+        if inside.startswith(".."):
+            raise OSError(f"pytest's cgroup {path} is outside the cgroup2 mount at {mount}")
+        self.base = (mount / inside).resolve()
+        self.current: Path | None = None
+        self._count = 0
+        # Fail now, not in the first test: can we make, enter and kill one?
+        self.enter()
+        try:
+            if not (self.base / f"pidfd-leaks-{os.getpid()}-1" / "cgroup.kill").exists():
+                raise OSError("cgroup.kill is missing (Linux >= 5.14 needed)")
+        finally:
+            self.leave()
+            self.remove(kill=True)
+
+    def enter(self) -> None:
+        self._count += 1
+        path = self.base / f"pidfd-leaks-{os.getpid()}-{self._count}"
+        path.mkdir()
+        self.current = path
+        # Moves every thread of pytest: what any of them starts is born here.
+        self._move([os.getpid()], path)
+
+    def leave(self) -> None:
+        self._move([os.getpid()], self.base)
+
+    def procs(self) -> set[int]:
+        if self.current is None:
+            return set()
+        return {int(w) for w in (self.current / "cgroup.procs").read_text().split()}
+
+    def release(self, pids: set[int]) -> None:
+        """Move ``pids`` out of the test's cgroup, to pytest's own."""
+        self._move(sorted(pids), self.base)
+
+    def remove(self, *, kill: bool) -> None:
+        """Kill what is left (or, with ``kill`` false, move it out); remove the cgroup."""
+        path, self.current = self.current, None
+        if path is None:
+            return
+        if kill:
+            (path / "cgroup.kill").write_text("1")
+        else:
+            self._move(
+                sorted(int(w) for w in (path / "cgroup.procs").read_text().split()), self.base
+            )
+        deadline = time.monotonic() + 10
+        while "populated 1" in (path / "cgroup.events").read_text():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{path} did not empty within 10 s")
+            time.sleep(0.005)
+        path.rmdir()
+
+    @staticmethod
+    def _move(pids: list[int], to: Path) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+                (to / "cgroup.procs").write_text(str(pid))
+
+
+def _end_strays(pids: set[int], grace: float) -> dict[int, str]:
+    """SIGTERM processes that are not our children; after ``grace``, say which
+    ended. What is left is killed with its cgroup. They cannot be reaped here."""
+    handles = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            handles.append(PidFd.from_pid(pid))
+    try:
+        for handle in handles:
+            with contextlib.suppress(ProcessLookupError):
+                handle.send_signal(signal.SIGTERM)
+                handle.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + grace
+        while any(h.is_alive() for h in handles) and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                _wait_any([h for h in handles if h.is_alive()], deadline - time.monotonic())
+        return {
+            h.pid: "killed by cgroup.kill" if h.is_alive() else "ended after SIGTERM"
+            for h in handles
+        }
+    finally:
+        for handle in handles:
+            handle.close()
+
+
 @dataclasses.dataclass
 class _Owner:
     """A wider-scoped fixture that started processes."""
@@ -245,10 +361,11 @@ class _Owner:
 class _Checker:
     """The active plugin: one per session (per xdist worker)."""
 
-    def __init__(self, mode: str, grace: float, rootpath: Path) -> None:
+    def __init__(self, mode: str, grace: float, rootpath: Path, cgroups: _Cgroups | None) -> None:
         self.mode = mode
         self.grace = grace
         self.rootpath = rootpath
+        self.cgroups = cgroups
         self._before: set[int] | None = None
         self._owners: list[_Owner] = []
         self._due: list[_Owner] = []
@@ -265,6 +382,8 @@ class _Checker:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None]:
+        if self.cgroups is not None:
+            self.cgroups.enter()
         self._before = _children() - self.owned()
         return (yield)
 
@@ -275,12 +394,18 @@ class _Checker:
         if fixturedef.scope == "function":
             return (yield)
         before = _children()
+        in_cgroup = self.cgroups.procs() if self.cgroups is not None else set()
         try:
             return (yield)
         finally:
             # A fixture that requested another one inside its body: the
             # inner one has claimed its own already.
             new = _children() - before - self.owned()
+            if self.cgroups is not None:
+                # Not the test's: they outlive its cgroup.
+                born = self.cgroups.procs() - in_cgroup - {os.getpid()}
+                self.cgroups.release(born)
+                new |= born - self.owned()
             if new:
                 self._owners.append(_Owner(fixturedef, new))
 
@@ -300,6 +425,8 @@ class _Checker:
             return (yield)
         finally:
             # Also when a fixture's teardown failed: what it left is still left.
+            if self.cgroups is not None:
+                self.cgroups.leave()
             self._check(item)
 
     @pytest.hookimpl(trylast=True)
@@ -355,16 +482,45 @@ class _Checker:
         before, self._before = self._before, None
         try:
             alive, groups = self._find(item, before)
+            strays: set[int] = set()
+            if self.cgroups is not None and item is not None:
+                # In the test's cgroup and not our children: moved out of
+                # our tree, to a subreaper of their own or to init.
+                strays = self.cgroups.procs() - alive - self.owned()
+                found = [
+                    dataclasses.replace(p, found="in the test's cgroup") for p in _describe(strays)
+                ]
+                if found:
+                    if groups and groups[0][0].startswith("the test "):
+                        groups[0][1].extend(found)
+                    else:
+                        groups.insert(
+                            0, (f"the test {item.nodeid}", found, getattr(item, "obj", None))
+                        )
+            return self._report(groups, alive, strays, raise_=raise_)
         finally:
             self._due.clear()
+            if self.cgroups is not None:
+                self.cgroups.remove(kill=self.mode != "report")
+
+    def _report(
+        self,
+        groups: list[tuple[str, list[LeftProcess], object]],
+        alive: set[int],
+        strays: set[int],
+        *,
+        raise_: bool,
+    ) -> str | None:
         if not groups:
             return None
         texts = []
         for who, found, source in groups:
-            pids = {p.pid for p in found}
+            pids = {p.pid for p in found} - strays
             # What was there before, fixtures' and the other groups' own.
             ignore = alive - pids
             ended, late = _end_all(pids, ignore, self.grace) if self.mode != "report" else ({}, [])
+            if self.mode != "report":
+                ended.update(_end_strays({p.pid for p in found} & strays, self.grace))
             count = len(found) + len(late)
             lines = [f"{who} left {count} {'process' if count == 1 else 'processes'} behind:"]
             for process in [*found, *late]:
@@ -420,10 +576,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--pidfd-leaks-cgroup",
         action="store_true",
         default=False,
-        help="run each test in a transient cgroup (not available yet).",
+        help="run each test in a transient cgroup v2 of its own, so that a process it "
+        "started is found wherever it moved in the tree. Ini: pidfd_leaks_cgroup.",
     )
     parser.addini("pidfd_leaks", "default for --pidfd-leaks", default="off")
     parser.addini("pidfd_leaks_grace", "default for --pidfd-leaks-grace", default="2")
+    parser.addini(
+        "pidfd_leaks_cgroup", "default for --pidfd-leaks-cgroup", type="bool", default=False
+    )
 
 
 def _mode(config: pytest.Config) -> str:
@@ -446,6 +606,10 @@ def _grace(config: pytest.Config) -> float:
     return float(value)
 
 
+def _ini_flag(config: pytest.Config, name: str) -> bool:
+    return bool(config.getini(name))
+
+
 def _is_xdist_controller(config: pytest.Config) -> bool:
     # A worker has `workerinput`; the controller has a dist mode and none.
     return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
@@ -455,15 +619,21 @@ _SUBREAPER_KEY = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("pidfd_leaks_cgroup"):
-        raise pytest.UsageError(
-            "--pidfd-leaks-cgroup is not available yet: leftover processes are found "
-            "through the child subreaper (a setsid + double-fork daemon included)"
-        )
     mode = _mode(config)
+    cgroup = bool(config.getoption("pidfd_leaks_cgroup")) or _ini_flag(config, "pidfd_leaks_cgroup")
+    if cgroup and mode == "off":
+        raise pytest.UsageError("--pidfd-leaks-cgroup needs --pidfd-leaks=report, kill or fail")
     if mode == "off" or _is_xdist_controller(config):
         return
-    checker = _Checker(mode, _grace(config), config.rootpath)
+    cgroups = None
+    if cgroup:
+        try:
+            cgroups = _Cgroups()
+        except OSError as e:
+            raise pytest.UsageError(
+                f"--pidfd-leaks-cgroup: cannot run tests in a cgroup: {e}"
+            ) from None
+    checker = _Checker(mode, _grace(config), config.rootpath, cgroups)
     config.stash[_SUBREAPER_KEY] = _child_subreaper()
     _set_child_subreaper(True)
     config.pluginmanager.register(checker, _PLUGIN_NAME)
