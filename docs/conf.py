@@ -80,6 +80,7 @@ python_use_unqualified_type_names = True
 _INVENTORIES = {
     "python": "https://docs.python.org/3",
     "anyio": "https://anyio.readthedocs.io/en/stable",
+    "pytest": "https://docs.pytest.org/en/stable",
 }
 _inv_dir = Path(tempfile.mkdtemp(prefix="pidfd-docs-inv-"))
 

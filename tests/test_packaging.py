@@ -42,6 +42,18 @@ def test_native_module_is_the_compiled_extension_inside_the_package() -> None:
     assert native.name.endswith(".so"), native.name
 
 
+def test_the_pytest_plugin_is_an_entry_point_of_the_distribution() -> None:
+    # pytest finds plugins of installed distributions by this group; `-p
+    # no:pidfd` names it.
+    (entry,) = [
+        ep
+        for ep in importlib.metadata.distribution("async-pidfd").entry_points
+        if ep.group == "pytest11"
+    ]
+    assert (entry.name, entry.value) == ("pidfd", "pidfd.pytest_plugin")
+    assert entry.load().LeakedProcessWarning.__module__ == "pidfd.pytest_plugin"
+
+
 def test_version_matches_the_distribution_metadata() -> None:
     assert pidfd.__version__ == importlib.metadata.version("async-pidfd")
 

@@ -241,16 +241,22 @@ def test_subreaper_reap_collects_exited_orphans_during_the_block() -> None:
 
 
 @pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
-def test_subreaper_restores_the_previous_setting() -> None:
-    from pidfd._native import _child_subreaper
+@pytest.mark.parametrize("before", [False, True])
+def test_subreaper_restores_the_previous_setting(before: bool) -> None:
+    from pidfd._native import _child_subreaper, _set_child_subreaper
 
-    assert _child_subreaper() is False
-    with pidfd.Subreaper():
-        assert _child_subreaper() is True
+    # Set here, not assumed: `--pidfd-leaks` makes pytest itself a subreaper.
+    outside = _child_subreaper()
+    _set_child_subreaper(before)
+    try:
         with pidfd.Subreaper():
             assert _child_subreaper() is True
-        assert _child_subreaper() is True  # the outer block still needs it
-    assert _child_subreaper() is False
+            with pidfd.Subreaper():
+                assert _child_subreaper() is True
+            assert _child_subreaper() is True  # the outer block still needs it
+        assert _child_subreaper() is before
+    finally:
+        _set_child_subreaper(outside)
 
 
 @pytest.mark.thread_unsafe(reason="the child-subreaper flag is process-wide")
