@@ -40,7 +40,8 @@ import pytest
 from pidfd import _popen
 from pidfd._native import ExitStatus, PidFd, _child_subreaper, _set_child_subreaper
 from pidfd._native import wait_any as _wait_any
-from pidfd._subreaper import _children, _still_our_child
+from pidfd._procfs import children as _children
+from pidfd._subreaper import _still_our_child
 
 __all__ = ["LeakedProcessWarning", "LeftProcess"]
 
