@@ -373,6 +373,7 @@ def _set_child_subreaper(on: bool) -> None:
     Linux >= 3.4. Private: :class:`pidfd.Subreaper` owns the setting.
     """
 
+@final
 class ExecStatus:
     """A child started without waiting for its exec: its error pipe, and
     the memory it reads until it has exec'd. Private to ``pidfd._spawn``."""
