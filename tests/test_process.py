@@ -38,6 +38,8 @@ PROCESS_SOAK = int(os.environ.get("PIDFD_PROCESS_SOAK", "400"))
 
 # A child that blocks until its stdin is closed, then exits with 0.
 READ_STDIN = [sys.executable, "-c", "import sys; sys.stdin.buffer.read()"]
+# Reads stdin to EOF, then stays: closing its stdin does not end it.
+OUTLIVES_STDIN = [sys.executable, "-c", "import sys, time; sys.stdin.buffer.read(); time.sleep(60)"]
 UPPER = [sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read().upper())"]
 
 
@@ -191,7 +193,9 @@ async def test_cancelling_run_process_kills_and_reaps(no_fd_leak: None) -> None:
 @pytest.mark.anyio
 async def test_aclose_after_a_cancelled_wait_kills_and_reaps() -> None:
     before = open_fds()
-    proc = await pidfd.open_process(READ_STDIN, start_new_session=True)
+    # A child that would exit 0 at stdin's EOF could beat the kill (aclose()
+    # closes stdin first): this one waits on after EOF, so only a kill ends it.
+    proc = await pidfd.open_process(OUTLIVES_STDIN, start_new_session=True)
     try:
         with anyio.move_on_after(0.1) as scope:
             await proc.wait()

@@ -195,7 +195,8 @@ def test_mocked_fork_exec_is_called(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(subprocess, "_fork_exec", fake)
     with pytest.raises(RuntimeError, match="fake fork_exec"):
-        pidfd.Popen(["/bin/true"])
+        # A cwd: CPython 3.13 would use posix_spawn (not _fork_exec) without.
+        pidfd.Popen(["/bin/true"], cwd="/")
     assert len(calls) == 1
 
 
