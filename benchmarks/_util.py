@@ -1,5 +1,6 @@
 """Shared helpers for the benchmark workloads: statistics, process
-bookkeeping and cleanup, and reading this process's threads, fds and RSS.
+bookkeeping and cleanup, reading this process's threads, fds, RSS and CPU,
+resource limits, and the pieces of a report and a plot every workload uses.
 
 Every child a workload starts is recorded in :data:`LIVE` until it is reaped,
 so :func:`kill_and_reap_all` (called from ``finally`` blocks) can always kill
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import statistics
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+BACKENDS = ("asyncio", "trio")
 
 TRUE = shutil.which("true") or "/bin/true"
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -56,8 +61,6 @@ def kill_and_reap_all() -> None:
 
 def wait_zombies(pids: Iterable[int], timeout: float = 30.0) -> None:
     """Return once every pid is an exited, not yet reaped child."""
-    import time
-
     deadline = time.monotonic() + timeout
     flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
     for pid in pids:
@@ -104,10 +107,24 @@ def reset_peak_rss() -> None:
         pass
 
 
+def cpu() -> float:
+    """CPU seconds (user + system) of this process so far, every thread, no child."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def check_nproc(n: int, flag: str) -> None:
+    """Stop with a message if RLIMIT_NPROC cannot hold ``n`` children at once."""
+    nproc, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    if nproc != resource.RLIM_INFINITY and nproc < n + 256:
+        raise RuntimeError(
+            f"RLIMIT_NPROC (ulimit -u) is {nproc}: too low for {n} children at once; "
+            f"raise it or pass a smaller {flag}"
+        )
+
+
 def raise_nofile(want: int) -> int:
     """Raise the soft RLIMIT_NOFILE towards ``want`` within the hard limit."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = want if hard == resource.RLIM_INFINITY else min(want, hard)
     if target > soft:
@@ -162,6 +179,31 @@ def time_peers(
     return out
 
 
+async def _at_once(one: Callable[..., Any], n: int, args: tuple) -> None:
+    import anyio
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(one, *args)
+
+
+def run_at_once(
+    backend: str, setup: Callable[[], None] | None, one: Callable[..., Any], n: int, *args: Any
+) -> tuple[float, float]:
+    """Run ``setup``, then ``n`` tasks of ``one(*args)`` started at once on a
+    fresh ``backend`` event loop; (wall seconds, parent CPU seconds) of the loop."""
+    import gc
+
+    import anyio
+
+    if setup is not None:
+        setup()
+    gc.collect()
+    cpu0, t0 = cpu(), time.perf_counter()
+    anyio.run(_at_once, one, n, args, backend=backend)
+    return time.perf_counter() - t0, cpu() - cpu0
+
+
 def rotate(items: Sequence, by: int) -> list:
     """``items`` rotated left by ``by``: each repetition runs peers in a new order."""
     if not items:
@@ -172,3 +214,37 @@ def rotate(items: Sequence, by: int) -> list:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+# --- report and plot -----------------------------------------------------------------
+
+
+def fmt(s: dict, spec: str = ".2f", unit: str = "") -> str:
+    """A :func:`summary` as ``median (min-max)``."""
+    return f"{s['median']:{spec}}{unit} ({s['min']:{spec}}-{s['max']:{spec}})"
+
+
+def hbars(
+    ax: Any,
+    labels: Sequence[str],
+    summaries: Sequence[dict],
+    xlabel: str,
+    title: str,
+    highlight: Sequence[str] = ("ours",),
+    ref: float | None = None,
+) -> None:
+    """Horizontal bars of medians with min-max whiskers, ours in orange."""
+    meds = [s["median"] for s in summaries]
+    lo = [s["median"] - s["min"] for s in summaries]
+    hi = [s["max"] - s["median"] for s in summaries]
+    colors = ["tab:orange" if any(h in lab for h in highlight) else "tab:blue" for lab in labels]
+    y = list(range(len(labels)))
+    ax.barh(y, meds, xerr=[lo, hi], color=colors, capsize=3)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    if ref is not None:
+        ax.axvline(ref, color="grey", linestyle="--", linewidth=1)
+    ax.grid(axis="x", alpha=0.3)
