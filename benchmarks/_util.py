@@ -36,6 +36,33 @@ def spawn(argv: Sequence[str], file_actions: Sequence[tuple] = ()) -> int:
     return pid
 
 
+def spawn_piped(argv: Sequence[str], child_fds: Sequence[int]) -> tuple[int, dict[int, int]]:
+    """:func:`spawn` ``argv`` with each of ``child_fds`` (0, 1 or 2) on a pipe.
+
+    Returns the pid and, per child fd, our end of its pipe, non-blocking (the
+    write end for 0, the read end otherwise). Every fd is closed on failure.
+    """
+    ours: dict[int, int] = {}
+    theirs: list[int] = []
+    try:
+        for fd in child_fds:
+            r, w = os.pipe()
+            ours[fd], other = (w, r) if fd == 0 else (r, w)
+            theirs.append(other)
+        actions = [(os.POSIX_SPAWN_DUP2, t, fd) for t, fd in zip(theirs, child_fds, strict=True)]
+        pid = spawn(argv, actions)
+    except BaseException:
+        for fd in ours.values():
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    for fd in ours.values():
+        os.set_blocking(fd, False)
+    return pid, ours
+
+
 def track(pid: int) -> None:
     """Record a child started by someone else (subprocess, asyncio, trio)."""
     LIVE[pid] = None
@@ -202,6 +229,43 @@ def run_at_once(
     cpu0, t0 = cpu(), time.perf_counter()
     anyio.run(_at_once, one, n, args, backend=backend)
     return time.perf_counter() - t0, cpu() - cpu0
+
+
+def held_run(backend: str, main: Callable[..., Any], one: Callable[..., Any], n: int) -> dict:
+    """``main(one, n, base, out)`` on a fresh ``backend`` event loop after a
+    warm-up of 20; ``base`` holds this process's fds and RSS just before, and
+    the peak RSS is reset then. Returns ``out`` (with ``n``); every child
+    left is killed and reaped however it ends."""
+    import gc
+
+    import anyio
+
+    try:
+        anyio.run(main, one, 20, {"fds": fds(), "rss": rss_kib()}, {}, backend=backend)
+        gc.collect()
+        reset_peak_rss()
+        base = {"fds": fds(), "rss": rss_kib()}
+        out: dict = {"n": n}
+        anyio.run(main, one, n, base, out, backend=backend)
+        return out
+    finally:
+        kill_and_reap_all()
+
+
+def fresh_runs(
+    cfg: dict, peers: Sequence[str], work: Callable[[str, dict], Any]
+) -> dict[str, dict[str, list]]:
+    """Parent side of :func:`held_run` workloads: one fresh worker per
+    (repetition, backend, peer), the peers in a rotated order; backend ->
+    peer -> that worker's result, one per repetition."""
+    runs: dict[str, dict[str, list]] = {b: {p: [] for p in peers} for b in BACKENDS}
+    for rep in range(cfg["reps"]):
+        for backend in BACKENDS:
+            for peer in rotate(list(peers), rep):
+                runs[backend][peer].append(
+                    work("run", {"backend": backend, "peer": peer, "n": cfg["n"]})
+                )
+    return runs
 
 
 def rotate(items: Sequence, by: int) -> list:
