@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from _beyond import Procs
+from _helpers import kernel, kernel_at_least
 
 # A non-interactive shell that starts a job in the background (nohup, `&`, some
 # CI runners) hands it SIGINT ignored, and children inherit that. Python then
@@ -132,6 +133,11 @@ _PROCESS_WIDE_FIXTURES = {
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
+        "kernel(major, minor, reason=None): skip below Linux major.minor; reason names "
+        "what needs it (e.g. reason='PIDFD_GET_INFO')",
+    )
+    config.addinivalue_line(
+        "markers",
         "thread_unsafe(reason): owns process-wide state (signal handlers, SIGCHLD, "
         "rlimits, the fd table): one thread at a time under pytest-run-parallel",
     )
@@ -150,3 +156,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             reason = reason or _PROCESS_WIDE_FIXTURES.get(name)
         if reason is not None:
             item.add_marker(pytest.mark.thread_unsafe(reason=reason))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Every @pytest.mark.kernel on the test, its class and its module: the
+    # highest one decides.
+    for mark in item.iter_markers("kernel"):
+        major, minor = mark.args
+        if not kernel_at_least(major, minor):
+            what = mark.kwargs.get("reason")
+            needs = f"needs Linux >= {major}.{minor}"
+            running = "{}.{}".format(*kernel())
+            pytest.skip(f"{what + ' ' if what else ''}{needs} (running {running})")

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from _helpers import kernel_at_least
 from pidfd import PidFd
 from pidfd._cli import main
 from pidfd._native import _REAP_GRACE
@@ -105,11 +106,6 @@ def last_json(stdout: str) -> dict[str, Any]:
     """The JSON report: the last line (the command's own output comes first)."""
     result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     return result
-
-
-def kernel_at_least(major: int, minor: int) -> bool:
-    release = os.uname().release.split("-")[0].split(".")
-    return (int(release[0]), int(release[1])) >= (major, minor)
 
 
 def missing_pid() -> int:

@@ -24,6 +24,7 @@ import trio
 
 import _reliability_helpers as rh
 import pidfd as pidfd_mod
+from _helpers import wait_until_closed
 from _reliability_helpers import (
     Children,
     fd_target,
@@ -235,19 +236,12 @@ async def test_close_wakes_waiting_tasks(queued: bool, children: Children) -> No
     pid = children.sleep(30)
     h = AsyncPidFd.from_pid(pid)
     errors: list[BaseException] = []
-
-    async def waiter() -> None:
-        try:
-            await h.wait()
-        except (ValueError, anyio.ClosedResourceError) as e:
-            errors.append(e)
-
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(waiter)
+            tg.start_soon(wait_until_closed, h, errors)
             await _blocked_on_lock(h)
             if queued:
-                tg.start_soon(waiter)
+                tg.start_soon(wait_until_closed, h, errors)
                 await anyio.sleep(SETTLE)
             h.close()
     assert len(errors) == (2 if queued else 1)
@@ -284,19 +278,12 @@ async def test_close_from_another_thread_wakes_waiting_tasks(
     h = AsyncPidFd.from_pid(pid)
     number = h.fileno()
     errors: list[BaseException] = []
-
-    async def waiter() -> None:
-        try:
-            await h.wait()
-        except (ValueError, anyio.ClosedResourceError) as e:
-            errors.append(e)
-
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(waiter)
+            tg.start_soon(wait_until_closed, h, errors)
             await _blocked_on_lock(h)
             if queued:
-                tg.start_soon(waiter)
+                tg.start_soon(wait_until_closed, h, errors)
                 await anyio.sleep(SETTLE)
             await anyio.to_thread.run_sync(h.close)
             assert h.closed
