@@ -61,9 +61,19 @@ async def wait_until_closed(handle: AsyncPidFd, errors: list[BaseException]) -> 
 # ``_reliability_helpers.run_in_pid_namespace``: there, as pid 1 of a fresh pid
 # namespace, the script may steer the next pid (ns_last_pid belongs to that
 # namespace alone) without touching the host.
+#
+# It defines ``report`` (the dict the script prints as JSON at the end),
+# ``spawn_sleeper()`` (a ``sleep 30`` child; the script's first argument
+# names the program) and ``reuse_pid()``.
 REUSE_PID = textwrap.dedent(
     r"""
-    import os, signal, time
+    import json, os, signal, sys, time
+
+    SLEEP = sys.argv[1]
+    report = {}
+
+    def spawn_sleeper():
+        return os.posix_spawn(SLEEP, [SLEEP, "30"], os.environ)
 
     def reuse_pid(old, spawn, report):
         '''Have ``spawn()`` start a process that gets the freed pid ``old``:

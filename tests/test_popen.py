@@ -379,21 +379,14 @@ def test_sigchld_ignored_child_exiting_at_once_never_fails_to_spawn() -> None:
 # (ns_last_pid belongs to that namespace alone) without touching the host.
 PID_REUSE = REUSE_PID + textwrap.dedent(
     r"""
-    import json, os, signal, sys, time
     import pidfd
-
-    SLEEP = sys.argv[1]
-    report = {}
-
-    def sleeper():
-        return os.posix_spawn(SLEEP, [SLEEP, "30"], os.environ)
 
     p = pidfd.Popen([SLEEP, "30"])
     old = p.pid
     os.kill(old, signal.SIGKILL)
     os.waitpid(old, 0)  # reaped behind Popen's back: the pid is free
 
-    new = reuse_pid(old, sleeper, report)
+    new = reuse_pid(old, spawn_sleeper, report)
     report["reused"] = new == old
     if new == old:
         # The stock class would poll (waitpid finds the *new* child running)

@@ -144,14 +144,7 @@ def test_signal_after_exit_but_before_reap(children: Children) -> None:
 # (ns_last_pid belongs to that namespace alone) without touching the host.
 PID_REUSE_SCRIPT = REUSE_PID + textwrap.dedent(
     r"""
-    import json, os, signal, sys, time
     from pidfd import PidFd
-
-    SLEEP = sys.argv[1]
-    report = {}
-
-    def spawn_sleeper():
-        return os.posix_spawn(SLEEP, [SLEEP, "30"], os.environ)
 
     old = spawn_sleeper()
     handle = PidFd.from_pid(old)
