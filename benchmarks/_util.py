@@ -288,6 +288,20 @@ def fmt(s: dict, spec: str = ".2f", unit: str = "") -> str:
     return f"{s['median']:{spec}}{unit} ({s['min']:{spec}}-{s['max']:{spec}})"
 
 
+def cells(m: dict, cols: Sequence[tuple[str, str]]) -> list[str]:
+    """``fmt(m[key], spec)`` for each ``(key, spec)`` of ``cols``: a table row's figures."""
+    return [fmt(m[key], spec) for key, spec in cols]
+
+
+def table(L: list[str], heads: Sequence[str], rows: Iterable[Sequence[str]], text: int = 1) -> None:
+    """A Markdown table on ``L``, then a blank line: the first ``text``
+    columns left-aligned, the figures after them right-aligned."""
+    L.append("| " + " | ".join(heads) + " |")
+    L.append("|" + "|".join(["---"] * text + ["---:"] * (len(heads) - text)) + "|")
+    L.extend("| " + " | ".join(row) + " |" for row in rows)
+    L.append("")
+
+
 def hbars(
     ax: Any,
     labels: Sequence[str],

@@ -158,11 +158,11 @@ def report(a: dict, L: list[str]) -> None:
         f"(batches of {a['batch']}, {a['reps']} repetitions)"
     )
     L.append("")
-    L.append("| method | ns per reap | x os.waitpid |")
-    L.append("|---|---:|---:|")
-    for name, m in a["methods"].items():
-        L.append(f"| {name} | {fmt(m['ns_per_reap'], '.0f')} | {fmt(m['ratio'])} |")
-    L.append("")
+    _util.table(
+        L,
+        ["method", "ns per reap", "x os.waitpid"],
+        ([name, fmt(m["ns_per_reap"], ".0f"), fmt(m["ratio"])] for name, m in a["methods"].items()),
+    )
 
 
 PANELS = 1

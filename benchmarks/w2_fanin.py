@@ -348,26 +348,20 @@ def _target_ahead(a: dict, backend: str, add: Callable[[str, bool, str], None]) 
 
 
 def report(a: dict, L: list[str]) -> None:
-    fmt = _util.fmt
     for backend in BACKENDS:
         b = a["backends"][backend]
         L.append(f"### W2: async fan-in on {backend}")
         L.append("")
-        L.append(
-            f"| peer | N | total s | x floor | parent CPU µs/child | "
-            f"peak threads (N={a['memory_n']}) | peak RSS growth MiB (N={a['memory_n']}) |"
+        heads = ["peer", "N", "total s", "x floor", "parent CPU µs/child"]
+        heads += [f"peak threads (N={a['memory_n']})", f"peak RSS growth MiB (N={a['memory_n']})"]
+        t_cols = [("seconds", ".3f"), ("ratio_to_floor", ".2f"), ("cpu_us_per_child", ".0f")]
+        mem_cols = [("peak_threads", ".0f"), ("peak_rss_growth_mib", ".1f")]
+        rows = (
+            [peer, str(n), *_util.cells(b[str(n)][peer], t_cols), *_util.cells(mem, mem_cols)]
+            for peer, mem in b["memory"].items()
+            for n in a["sizes"]
         )
-        L.append("|---|---:|---:|---:|---:|---:|---:|")
-        for peer, mem in b["memory"].items():
-            for n in a["sizes"]:
-                t = b[str(n)][peer]
-                L.append(
-                    f"| {peer} | {n} | {fmt(t['seconds'], '.3f')} | "
-                    f"{fmt(t['ratio_to_floor'])} | {fmt(t['cpu_us_per_child'], '.0f')} | "
-                    f"{fmt(mem['peak_threads'], '.0f')} | "
-                    f"{fmt(mem['peak_rss_growth_mib'], '.1f')} |"
-                )
-        L.append("")
+        _util.table(L, heads, rows)
 
 
 PANELS = 1

@@ -362,14 +362,18 @@ def report(a: dict, L: list[str]) -> None:
         f"holding the status ({a['rounds']} samples each)"
     )
     L.append("")
-    L.append("| waiter | p50 | p90 | p99 | p50 per third of the run |")
-    L.append("|---|---:|---:|---:|---:|")
-    for name, p in a["peers"].items():
-        L.append(
-            f"| {name} | {p['p50']:.0f} | {p['p90']:.0f} | {p['p99']:.0f} | "
-            f"{_util.fmt(p['p50_per_chunk'], '.0f')} |"
-        )
-    L.append("")
+    _util.table(
+        L,
+        ["waiter", "p50", "p90", "p99", "p50 per third of the run"],
+        (
+            [
+                name,
+                *(f"{p[q]:.0f}" for q in ("p50", "p90", "p99")),
+                _util.fmt(p["p50_per_chunk"], ".0f"),
+            ]
+            for name, p in a["peers"].items()
+        ),
+    )
 
 
 PANELS = 1

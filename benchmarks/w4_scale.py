@@ -137,20 +137,13 @@ def targets(a: dict, add: Callable[[str, bool, str], None]) -> None:
 
 
 def report(a: dict, L: list[str]) -> None:
-    fmt = _util.fmt
     L.append(f"### W4: {a['n']} children, one async waiter each, then all SIGKILLed")
     L.append("")
-    L.append("| backend | waiter | threads | fds growth | RSS growth MiB | kill → all reaped s |")
-    L.append("|---|---|---:|---:|---:|---:|")
-    for backend in BACKENDS:
-        for peer in PEERS:
-            m = a[backend][peer]
-            L.append(
-                f"| {backend} | {peer} | {fmt(m['threads'], '.0f')} | "
-                f"{fmt(m['fds_growth'], '.0f')} | {fmt(m['rss_growth_mib'], '.1f')} | "
-                f"{fmt(m['kill_to_reaped_s'], '.3f')} |"
-            )
-    L.append("")
+    heads = ["backend", "waiter", "threads", "fds growth", "RSS growth MiB", "kill → all reaped s"]
+    cols = [("threads", ".0f"), ("fds_growth", ".0f"), ("rss_growth_mib", ".1f")]
+    cols += [("kill_to_reaped_s", ".3f")]
+    rows = ([b, p, *_util.cells(a[b][p], cols)] for b in BACKENDS for p in PEERS)
+    _util.table(L, heads, rows, text=2)
 
 
 PANELS = 1

@@ -307,22 +307,18 @@ def report(a: dict, L: list[str]) -> None:
         f"to subprocess.run)"
     )
     L.append("")
-    L.append("| peer | stdout | N | wall µs/child | x ref | parent CPU µs/child | x ref |")
-    L.append("|---|---|---:|---:|---:|---:|---:|")
-    for mode, by_n in a["modes"].items():
-        for n, per_peer in by_n.items():
-            for peer, m in per_peer.items():
-                L.append(
-                    f"| {peer} | {mode} | {n} | {fmt(m['wall_us'], '.0f')} | "
-                    f"{fmt(m['wall_ratio_to_ref'])} | {fmt(m['cpu_us'], '.0f')} | "
-                    f"{fmt(m['cpu_ratio_to_ref'])} |"
-                )
+    heads = ["peer", "stdout", "N", "wall µs/child", "x ref", "parent CPU µs/child", "x ref"]
+    cols = [("wall_us", ".0f"), ("wall_ratio_to_ref", ".2f"), ("cpu_us", ".0f")]
+    cols += [("cpu_ratio_to_ref", ".2f")]
+    rows = (
+        [peer, mode, n, *_util.cells(m, cols)]
+        for mode, by_n in a["modes"].items()
+        for n, per_peer in by_n.items()
+        for peer, m in per_peer.items()
+    )
+    _util.table(L, heads, rows, text=2)
     count, each = a["timeout_waits"]["count"], a["timeout_waits"]["each_s"]
-    L.append("")
     L.append(f"CPU of the parent over {count} `wait(timeout={each})` on a running child:")
     L.append("")
-    L.append("| class | CPU ms in all |")
-    L.append("|---|---:|")
-    for cls, v in a["timeout_cpu_s"].items():
-        L.append(f"| {cls} | {v['median'] * 1e3:.2f} ({v['min'] * 1e3:.2f}-{v['max'] * 1e3:.2f}) |")
-    L.append("")
+    ms = {cls: {k: x * 1e3 for k, x in v.items()} for cls, v in a["timeout_cpu_s"].items()}
+    _util.table(L, ["class", "CPU ms in all"], ([cls, fmt(v)] for cls, v in ms.items()))

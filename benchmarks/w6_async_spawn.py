@@ -278,7 +278,6 @@ def targets(a: dict, add: Callable[[str, bool, str], None]) -> None:
 
 
 def report(a: dict, L: list[str]) -> None:
-    fmt = _util.fmt
     for backend in BACKENDS:
         b = a[backend]
         L.append(
@@ -287,19 +286,16 @@ def report(a: dict, L: list[str]) -> None:
             f"in the same repetition)"
         )
         L.append("")
-        L.append(
-            "| peer | N | wall s | x fastest | x floor | parent CPU µs/child | x fastest | "
-            f"x floor | peak threads (N={a['threads_n']}) |"
+        heads = ["peer", "N", "wall s", "x fastest", "x floor", "parent CPU µs/child"]
+        heads += ["x fastest", "x floor", f"peak threads (N={a['threads_n']})"]
+        cols = [("seconds", ".3f"), ("wall_to_fastest_peer", ".2f"), ("wall_to_floor", ".2f")]
+        cols += [("cpu_us_per_child", ".0f"), ("cpu_to_fastest_peer", ".2f")]
+        cols += [("cpu_to_floor", ".2f")]
+        rows = (
+            [peer, str(n), *_util.cells(m, cols), "-" if thr is None else str(thr)]
+            for peer in b["by_n"][str(a["sizes"][0])]
+            for n in a["sizes"]
+            for m in [b["by_n"][str(n)][peer]]
+            for thr in [m["peak_threads"]]
         )
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for peer in b["by_n"][str(a["sizes"][0])]:
-            for n in a["sizes"]:
-                m = b["by_n"][str(n)][peer]
-                L.append(
-                    f"| {peer} | {n} | {fmt(m['seconds'], '.3f')} | "
-                    f"{fmt(m['wall_to_fastest_peer'])} | {fmt(m['wall_to_floor'])} | "
-                    f"{fmt(m['cpu_us_per_child'], '.0f')} | {fmt(m['cpu_to_fastest_peer'])} | "
-                    f"{fmt(m['cpu_to_floor'])} | "
-                    f"{'-' if m['peak_threads'] is None else m['peak_threads']} |"
-                )
-        L.append("")
+        _util.table(L, heads, rows)

@@ -233,24 +233,16 @@ def targets(a: dict, add: Callable[[str, bool, str], None]) -> None:
 
 
 def report(a: dict, L: list[str]) -> None:
-    fmt = _util.fmt
     L.append(
         f"### W6b: {a['n']} `cat` children with stdin and stdout on pipes, "
         "all alive at once on one event loop, then each fed, closed and waited"
     )
     L.append("")
-    L.append(
-        "| backend | peer | alive at once | peak threads | fds growth | RSS growth MiB "
-        "(held) | peak RSS growth MiB | open all s | release → all reaped s |"
-    )
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for backend in BACKENDS:
-        for peer in SCALE_PEERS:
-            m = a[backend][peer]
-            L.append(
-                f"| {backend} | {peer} | {fmt(m['alive_at_hold'], '.0f')} | "
-                f"{fmt(m['peak_threads'], '.0f')} | {fmt(m['fds_growth'], '.0f')} | "
-                f"{fmt(m['rss_growth_mib'], '.1f')} | {fmt(m['peak_rss_growth_mib'], '.1f')} | "
-                f"{fmt(m['open_all_s'], '.2f')} | {fmt(m['release_to_reaped_s'], '.2f')} |"
-            )
-    L.append("")
+    heads = ["backend", "peer", "alive at once", "peak threads", "fds growth"]
+    heads += ["RSS growth MiB (held)", "peak RSS growth MiB", "open all s"]
+    heads += ["release → all reaped s"]
+    cols = [("alive_at_hold", ".0f"), ("peak_threads", ".0f"), ("fds_growth", ".0f")]
+    cols += [("rss_growth_mib", ".1f"), ("peak_rss_growth_mib", ".1f"), ("open_all_s", ".2f")]
+    cols += [("release_to_reaped_s", ".2f")]
+    rows = ([b, p, *_util.cells(a[b][p], cols)] for b in BACKENDS for p in SCALE_PEERS)
+    _util.table(L, heads, rows, text=2)

@@ -157,22 +157,20 @@ def targets(a: dict, add: Callable[[str, bool, str], None]) -> None:
 
 
 def report(a: dict, L: list[str]) -> None:
-    fmt = _util.fmt
     L.append(
         f"### W7: loop stall, gaps between the wake-ups of a {a['heartbeat_ms']:g} ms "
         "heartbeat while N `run_process(['/bin/true'])` start at once"
     )
     L.append("")
-    L.append("| backend | peer | N | longest gap ms | p99 gap ms | heartbeats |")
-    L.append("|---|---|---:|---:|---:|---:|")
-    for backend in BACKENDS:
-        for n in map(str, a["sizes"]):
-            for peer, m in a[backend][n].items():
-                L.append(
-                    f"| {backend} | {peer} | {n} | {fmt(m['max_gap_ms'], '.1f')} | "
-                    f"{fmt(m['p99_gap_ms'], '.1f')} | {fmt(m['beats'], '.0f')} |"
-                )
-    L.append("")
+    heads = ["backend", "peer", "N", "longest gap ms", "p99 gap ms", "heartbeats"]
+    cols = [("max_gap_ms", ".1f"), ("p99_gap_ms", ".1f"), ("beats", ".0f")]
+    rows = (
+        [b, peer, n, *_util.cells(m, cols)]
+        for b in BACKENDS
+        for n in map(str, a["sizes"])
+        for peer, m in a[b][n].items()
+    )
+    _util.table(L, heads, rows, text=2)
 
 
 PANELS = 2  # one per N (the first two sizes)
