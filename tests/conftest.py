@@ -143,8 +143,26 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def kernel_skip_reason(item: pytest.Item) -> str | None:
+    """Why ``item`` cannot run here, from its ``@pytest.mark.kernel`` marks
+    (on the test, its class and its module; any one above the running kernel
+    skips it), or ``None``."""
+    for mark in item.iter_markers("kernel"):
+        major, minor = mark.args
+        if not kernel_at_least(major, minor):
+            what = mark.kwargs.get("reason")
+            needs = f"needs Linux >= {major}.{minor}"
+            running = "{}.{}".format(*kernel())
+            return f"{what + ' ' if what else ''}{needs} (running {running})"
+    return None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        # A skip mark, as skipif gave: the report names the test's own line.
+        too_old = kernel_skip_reason(item)
+        if too_old is not None:
+            item.add_marker(pytest.mark.skip(reason=too_old))
         if item.get_closest_marker("thread_unsafe") is not None:
             continue
         reason = None
@@ -156,15 +174,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             reason = reason or _PROCESS_WIDE_FIXTURES.get(name)
         if reason is not None:
             item.add_marker(pytest.mark.thread_unsafe(reason=reason))
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    # Every @pytest.mark.kernel on the test, its class and its module: the
-    # highest one decides.
-    for mark in item.iter_markers("kernel"):
-        major, minor = mark.args
-        if not kernel_at_least(major, minor):
-            what = mark.kwargs.get("reason")
-            needs = f"needs Linux >= {major}.{minor}"
-            running = "{}.{}".format(*kernel())
-            pytest.skip(f"{what + ' ' if what else ''}{needs} (running {running})")
