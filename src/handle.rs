@@ -5,7 +5,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyResourceWarning, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyResourceWarning, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
@@ -456,6 +458,32 @@ impl PidFd {
             errors::getfd(&e, self.pid, target, || has_exited(&pidfd).unwrap_or(false))
         })?;
         Ok(sys::release_fd(new))
+    }
+
+    /// How the process ended, as `wait_exit()` would answer, but without
+    /// waiting: never blocks, never reaps, child or not.
+    ///
+    /// Returns its `ExitStatus` where the kernel can tell, or `None` where
+    /// it never will; while the answer is not settled yet, `TimeoutError`:
+    /// the process is still running, or it is a zombie that is not our child
+    /// and whose parent has yet to reap it, on a kernel (Linux ≥ 6.15) that
+    /// reports the status once it does.
+    fn exit_status(&self) -> PyResult<Option<ExitStatus>> {
+        let fd = self.fd()?;
+        if !has_exited(&fd)? {
+            return Err(PyTimeoutError::new_err(format!(
+                "pid {} is still running; its exit status is not known yet",
+                self.pid
+            )));
+        }
+        match self.exit_state(&fd) {
+            ExitState::Settled(exit) => Ok(exit.map(ExitStatus)),
+            ExitState::Pending => Err(PyTimeoutError::new_err(format!(
+                "pid {} has exited but its parent has not reaped it yet; its exit status \
+                 is known once it does",
+                self.pid
+            ))),
+        }
     }
 
     /// For the async wrapper: `wait_exit()`'s answer without blocking.
