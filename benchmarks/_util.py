@@ -1,5 +1,6 @@
 """Shared helpers for the benchmark workloads: statistics, process
-bookkeeping and cleanup, and reading this process's threads, fds and RSS.
+bookkeeping and cleanup, reading this process's threads, fds, RSS and CPU,
+resource limits, and the pieces of a report and a plot every workload uses.
 
 Every child a workload starts is recorded in :data:`LIVE` until it is reaped,
 so :func:`kill_and_reap_all` (called from ``finally`` blocks) can always kill
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import statistics
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+BACKENDS = ("asyncio", "trio")
 
 TRUE = shutil.which("true") or "/bin/true"
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -29,6 +34,33 @@ def spawn(argv: Sequence[str], file_actions: Sequence[tuple] = ()) -> int:
     pid = os.posix_spawn(argv[0], list(argv), os.environ, file_actions=list(file_actions))
     LIVE[pid] = None
     return pid
+
+
+def spawn_piped(argv: Sequence[str], child_fds: Sequence[int]) -> tuple[int, dict[int, int]]:
+    """:func:`spawn` ``argv`` with each of ``child_fds`` (0, 1 or 2) on a pipe.
+
+    Returns the pid and, per child fd, our end of its pipe, non-blocking (the
+    write end for 0, the read end otherwise). Every fd is closed on failure.
+    """
+    ours: dict[int, int] = {}
+    theirs: list[int] = []
+    try:
+        for fd in child_fds:
+            r, w = os.pipe()
+            ours[fd], other = (w, r) if fd == 0 else (r, w)
+            theirs.append(other)
+        actions = [(os.POSIX_SPAWN_DUP2, t, fd) for t, fd in zip(theirs, child_fds, strict=True)]
+        pid = spawn(argv, actions)
+    except BaseException:
+        for fd in ours.values():
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    for fd in ours.values():
+        os.set_blocking(fd, False)
+    return pid, ours
 
 
 def track(pid: int) -> None:
@@ -56,8 +88,6 @@ def kill_and_reap_all() -> None:
 
 def wait_zombies(pids: Iterable[int], timeout: float = 30.0) -> None:
     """Return once every pid is an exited, not yet reaped child."""
-    import time
-
     deadline = time.monotonic() + timeout
     flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
     for pid in pids:
@@ -104,10 +134,24 @@ def reset_peak_rss() -> None:
         pass
 
 
+def cpu() -> float:
+    """CPU seconds (user + system) of this process so far, every thread, no child."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def check_nproc(n: int, flag: str) -> None:
+    """Stop with a message if RLIMIT_NPROC cannot hold ``n`` children at once."""
+    nproc, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    if nproc != resource.RLIM_INFINITY and nproc < n + 256:
+        raise RuntimeError(
+            f"RLIMIT_NPROC (ulimit -u) is {nproc}: too low for {n} children at once; "
+            f"raise it or pass a smaller {flag}"
+        )
+
+
 def raise_nofile(want: int) -> int:
     """Raise the soft RLIMIT_NOFILE towards ``want`` within the hard limit."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = want if hard == resource.RLIM_INFINITY else min(want, hard)
     if target > soft:
@@ -162,6 +206,68 @@ def time_peers(
     return out
 
 
+async def _at_once(one: Callable[..., Any], n: int, args: tuple) -> None:
+    import anyio
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(one, *args)
+
+
+def run_at_once(
+    backend: str, setup: Callable[[], None] | None, one: Callable[..., Any], n: int, *args: Any
+) -> tuple[float, float]:
+    """Run ``setup``, then ``n`` tasks of ``one(*args)`` started at once on a
+    fresh ``backend`` event loop; (wall seconds, parent CPU seconds) of the loop."""
+    import gc
+
+    import anyio
+
+    if setup is not None:
+        setup()
+    gc.collect()
+    cpu0, t0 = cpu(), time.perf_counter()
+    anyio.run(_at_once, one, n, args, backend=backend)
+    return time.perf_counter() - t0, cpu() - cpu0
+
+
+def held_run(backend: str, main: Callable[..., Any], one: Callable[..., Any], n: int) -> dict:
+    """``main(one, n, base, out)`` on a fresh ``backend`` event loop after a
+    warm-up of 20; ``base`` holds this process's fds and RSS just before, and
+    the peak RSS is reset then. Returns ``out`` (with ``n``); every child
+    left is killed and reaped however it ends."""
+    import gc
+
+    import anyio
+
+    try:
+        anyio.run(main, one, 20, {"fds": fds(), "rss": rss_kib()}, {}, backend=backend)
+        gc.collect()
+        reset_peak_rss()
+        base = {"fds": fds(), "rss": rss_kib()}
+        out: dict = {"n": n}
+        anyio.run(main, one, n, base, out, backend=backend)
+        return out
+    finally:
+        kill_and_reap_all()
+
+
+def fresh_runs(
+    cfg: dict, peers: Sequence[str], work: Callable[[str, dict], Any]
+) -> dict[str, dict[str, list]]:
+    """Parent side of :func:`held_run` workloads: one fresh worker per
+    (repetition, backend, peer), the peers in a rotated order; backend ->
+    peer -> that worker's result, one per repetition."""
+    runs: dict[str, dict[str, list]] = {b: {p: [] for p in peers} for b in BACKENDS}
+    for rep in range(cfg["reps"]):
+        for backend in BACKENDS:
+            for peer in rotate(list(peers), rep):
+                runs[backend][peer].append(
+                    work("run", {"backend": backend, "peer": peer, "n": cfg["n"]})
+                )
+    return runs
+
+
 def rotate(items: Sequence, by: int) -> list:
     """``items`` rotated left by ``by``: each repetition runs peers in a new order."""
     if not items:
@@ -172,3 +278,51 @@ def rotate(items: Sequence, by: int) -> list:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+# --- report and plot -----------------------------------------------------------------
+
+
+def fmt(s: dict, spec: str = ".2f", unit: str = "") -> str:
+    """A :func:`summary` as ``median (min-max)``."""
+    return f"{s['median']:{spec}}{unit} ({s['min']:{spec}}-{s['max']:{spec}})"
+
+
+def cells(m: dict, cols: Sequence[tuple[str, str]]) -> list[str]:
+    """``fmt(m[key], spec)`` for each ``(key, spec)`` of ``cols``: a table row's figures."""
+    return [fmt(m[key], spec) for key, spec in cols]
+
+
+def table(L: list[str], heads: Sequence[str], rows: Iterable[Sequence[str]], text: int = 1) -> None:
+    """A Markdown table on ``L``, then a blank line: the first ``text``
+    columns left-aligned, the figures after them right-aligned."""
+    L.append("| " + " | ".join(heads) + " |")
+    L.append("|" + "|".join(["---"] * text + ["---:"] * (len(heads) - text)) + "|")
+    L.extend("| " + " | ".join(row) + " |" for row in rows)
+    L.append("")
+
+
+def hbars(
+    ax: Any,
+    labels: Sequence[str],
+    summaries: Sequence[dict],
+    xlabel: str,
+    title: str,
+    highlight: Sequence[str] = ("ours",),
+    ref: float | None = None,
+) -> None:
+    """Horizontal bars of medians with min-max whiskers, ours in orange."""
+    meds = [s["median"] for s in summaries]
+    lo = [s["median"] - s["min"] for s in summaries]
+    hi = [s["max"] - s["median"] for s in summaries]
+    colors = ["tab:orange" if any(h in lab for h in highlight) else "tab:blue" for lab in labels]
+    y = list(range(len(labels)))
+    ax.barh(y, meds, xerr=[lo, hi], color=colors, capsize=3)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    if ref is not None:
+        ax.axvline(ref, color="grey", linestyle="--", linewidth=1)
+    ax.grid(axis="x", alpha=0.3)

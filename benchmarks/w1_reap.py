@@ -6,6 +6,9 @@ does not reap), and only then times reaping the whole batch with
 ``perf_counter_ns``. Spawning is never inside the timed region. Methods run
 in a rotated order each repetition, and each repetition's figures are turned
 into ratios to ``os.waitpid`` from that same repetition.
+
+Target: ours (open, wait, close, status and rusage read) <= the stdlib
+triple ``pidfd_open`` + ``waitid`` + ``close``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import _util
 import psutil
@@ -57,6 +61,8 @@ def _ours_full(pids: list[int]) -> None:
         info.status  # noqa: B018 - reading them is the point
         info.rusage  # noqa: B018
 
+
+SIZES = {"default": {"batch": 200, "reps": 15}, "quick": {"batch": 50, "reps": 5}}
 
 BASELINE = "os.waitpid"
 METHODS: dict[str, Callable[[list[int]], None]] = {
@@ -119,3 +125,66 @@ def run(cfg: dict) -> dict:
             ]
         ),
     }
+
+
+WORKERS = {"run": run}
+
+
+# --- parent side: collect, analyse, targets, report, plot --------------------------
+
+
+def collect(cfg: dict, work: Callable[[str, dict], Any], stage: Callable[[str], None]) -> dict:
+    stage("W1: sync reap of an exited child ...")
+    return work("run", cfg)  # type: ignore[no-any-return]
+
+
+def analyse(raw: dict) -> dict:
+    return raw
+
+
+def targets(a: dict, add: Callable[[str, bool, str], None]) -> None:
+    r = a["ours_full_vs_stdlib"]
+    add(
+        "W1 ours (open+wait+close, status+rusage read) <= stdlib pidfd_open+waitid+close",
+        r["median"] <= 1.0,
+        f"ratio {r['median']:.3f} (min {r['min']:.3f}, max {r['max']:.3f})",
+    )
+
+
+def report(a: dict, L: list[str]) -> None:
+    fmt = _util.fmt
+    L.append(
+        f"### W1: one sync reap of an exited child "
+        f"(batches of {a['batch']}, {a['reps']} repetitions)"
+    )
+    L.append("")
+    _util.table(
+        L,
+        ["method", "ns per reap", "x os.waitpid"],
+        ([name, fmt(m["ns_per_reap"], ".0f"), fmt(m["ratio"])] for name, m in a["methods"].items()),
+    )
+
+
+PANELS = 1
+
+
+def plot(axes: list, a: dict) -> None:
+    ax = axes[0]
+    _util.hbars(
+        ax,
+        list(a["methods"]),
+        [m["ratio"] for m in a["methods"].values()],
+        "x os.waitpid (same repetition), log scale; label: ns per reap",
+        "W1: one sync reap of an exited child",
+        ref=1.0,
+    )
+    ax.set_xscale("log")
+    ax.set_xlim(0.5, 200)
+    for i, m in enumerate(a["methods"].values()):
+        ax.text(
+            m["ratio"]["max"] * 1.1,
+            i,
+            f"{m['ns_per_reap']['median']:.0f} ns",
+            va="center",
+            fontsize=8,
+        )

@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import resource
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +28,12 @@ import anyio
 import trio
 
 from pidfd import AsyncPidFd
+
+SIZES = {
+    "default": {"sizes": [200, 1000], "reps": 5, "mem_reps": 2},
+    "quick": {"sizes": [50, 200], "reps": 2, "mem_reps": 1},
+}
+BACKENDS = _util.BACKENDS
 
 Peak = list  # one-element list holding the highest thread count seen
 
@@ -118,15 +122,19 @@ async def _floor(peak: Peak | None) -> None:
     _util.reaped(pid)
 
 
-async def _ours(peak: Peak | None) -> None:
-    pid = _util.spawn([_util.TRUE])
-    _sample(peak)
+async def _wait_ours(pid: int) -> None:
     handle = AsyncPidFd.from_pid(pid)
     try:
         await handle.wait()
     finally:
         handle.close()
     _util.reaped(pid)
+
+
+async def _ours(peak: Peak | None) -> None:
+    pid = _util.spawn([_util.TRUE])
+    _sample(peak)
+    await _wait_ours(pid)
 
 
 def _popen_true() -> int:
@@ -143,12 +151,7 @@ async def _ours_popen_in_thread(peak: Peak | None) -> None:
     # overlap on several cores. The wait is exactly ours.
     pid = await anyio.to_thread.run_sync(_popen_true)
     _sample(peak)
-    handle = AsyncPidFd.from_pid(pid)
-    try:
-        await handle.wait()
-    finally:
-        handle.close()
-    _util.reaped(pid)
+    await _wait_ours(pid)
 
 
 FLOOR = "floor: posix_spawn+pidfd_open+wait_readable+waitid"
@@ -177,17 +180,6 @@ def peers(backend: str) -> dict[str, tuple[Callable[[], None] | None, Callable[.
     return table
 
 
-async def _fan_in(one: Callable[..., Any], n: int, peak: Peak | None) -> None:
-    async with anyio.create_task_group() as tg:
-        for _ in range(n):
-            tg.start_soon(one, peak)
-
-
-def _cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
 def _once(
     backend: str,
     setup: Callable[[], None] | None,
@@ -195,12 +187,7 @@ def _once(
     n: int,
     peak: Peak | None = None,
 ) -> tuple[float, float]:
-    if setup is not None:
-        setup()
-    gc.collect()
-    cpu0, t0 = _cpu(), time.perf_counter()
-    anyio.run(_fan_in, one, n, peak, backend=backend)
-    return time.perf_counter() - t0, _cpu() - cpu0
+    return _util.run_at_once(backend, setup, one, n, peak)
 
 
 def _order(names: list[str], rot: int) -> list[str]:
@@ -238,3 +225,161 @@ def run_memory(cfg: dict) -> dict:
         return {"peak_threads": peak[0], "peak_rss_growth_kib": _util.peak_rss_kib() - base}
     finally:
         _util.kill_and_reap_all()
+
+
+WORKERS = {
+    "timing": run_timing,
+    "memory": run_memory,
+    "peers": lambda cfg: {b: list(peers(b)) for b in BACKENDS},
+}
+
+
+# --- parent side: collect, analyse, targets, report, plot --------------------------
+
+S = _util.summary
+
+
+def collect(cfg: dict, work: Callable[[str, dict], Any], stage: Callable[[str], None]) -> dict:
+    stage("W2: async fan-in, timing ...")
+    peer_names = work("peers", {})
+    timing: dict[str, list] = {b: [] for b in BACKENDS}
+    for rep in range(cfg["reps"]):
+        for backend in BACKENDS:
+            timing[backend].append(
+                work("timing", {"backend": backend, "sizes": cfg["sizes"], "rotation": rep})
+            )
+    stage("W2: async fan-in, threads and memory ...")
+    n = max(cfg["sizes"])
+    memory: dict[str, dict[str, list]] = {b: {p: [] for p in peer_names[b]} for b in BACKENDS}
+    for _rep in range(cfg["mem_reps"]):
+        for backend in BACKENDS:
+            for peer in peer_names[backend]:
+                memory[backend][peer].append(
+                    work("memory", {"backend": backend, "peer": peer, "n": n})
+                )
+    return {
+        "sizes": cfg["sizes"],
+        "peers": peer_names,
+        "timing": timing,
+        "memory": memory,
+        "memory_n": n,
+    }
+
+
+def _analyse_n(raw: dict, backend: str, n: str) -> dict:
+    runs = [t[n] for t in raw["timing"][backend]]
+    out = {}
+    for peer in raw["peers"][backend]:
+        out[peer] = {
+            "seconds": S([r[peer]["seconds"] for r in runs]),
+            "ratio_to_floor": S([r[peer]["seconds"] / r[FLOOR]["seconds"] for r in runs]),
+            "cpu_us_per_child": S([r[peer]["cpu_us_per_child"] for r in runs]),
+            "cpu_ratio_to_floor": S(
+                [r[peer]["cpu_us_per_child"] / r[FLOOR]["cpu_us_per_child"] for r in runs]
+            ),
+        }
+    return out
+
+
+def analyse(raw: dict) -> dict:
+    backends: dict[str, Any] = {}
+    for backend in BACKENDS:
+        b: dict[str, Any] = {n: _analyse_n(raw, backend, n) for n in map(str, raw["sizes"])}
+        b["memory"] = {
+            peer: {
+                "peak_threads": S([m["peak_threads"] for m in mem]),
+                "peak_rss_growth_mib": S([m["peak_rss_growth_kib"] / 1024 for m in mem]),
+            }
+            for peer, mem in raw["memory"][backend].items()
+        }
+        backends[backend] = b
+    return {
+        "sizes": raw["sizes"],
+        "memory_n": raw["memory_n"],
+        "floor": FLOOR,
+        "ours": OURS,
+        "backends": backends,
+    }
+
+
+def targets(a: dict, add: Callable[[str, bool, str], None]) -> None:
+    for backend in BACKENDS:
+        b = a["backends"][backend]
+        ratios = {n: b[str(n)][OURS]["ratio_to_floor"]["median"] for n in a["sizes"]}
+        cpu = {n: b[str(n)][OURS]["cpu_ratio_to_floor"]["median"] for n in a["sizes"]}
+        add(
+            f"W2 {backend}: ours <= 1.05x floor (total time)",
+            all(r <= 1.05 for r in ratios.values()),
+            ", ".join(f"N={n}: {r:.3f}x" for n, r in ratios.items())
+            + "; parent CPU per child: "
+            + ", ".join(f"N={n}: {r:.3f}x" for n, r in cpu.items()),
+        )
+        thr = b["memory"][OURS]["peak_threads"]["max"]
+        add(f"W2 {backend}: ours uses one OS thread", thr == 1, f"peak threads {thr}")
+        _target_ahead(a, backend, add)
+
+
+def _target_ahead(a: dict, backend: str, add: Callable[[str, bool, str], None]) -> None:
+    b = a["backends"][backend]
+    rivals = [
+        p
+        for p in b["memory"]
+        if p not in (FLOOR, OURS, OURS_THREADED) and "PidfdChildWatcher" not in p
+    ]
+    med = {
+        (n, p): b[str(n)][p]["seconds"]["median"]
+        for n in a["sizes"]
+        for p in [*rivals, OURS, OURS_THREADED]
+    }
+    ok = all(med[n, OURS] < med[n, p] for n in a["sizes"] for p in rivals)
+    lines = [f"N={n} vs {p}: {med[n, OURS] / med[n, p]:.2f}x" for n in a["sizes"] for p in rivals]
+    if backend == "trio":
+        ratios = [
+            f"N={n} vs {p}: {med[n, OURS_THREADED] / med[n, p]:.2f}x"
+            for n in a["sizes"]
+            for p in rivals
+        ]
+        lines.append(
+            "(for insight, not the target: ours spawned as trio spawns vs those peers: "
+            + ", ".join(ratios)
+            + ")"
+        )
+    add(f"W2 {backend}: ours ahead of " + ", ".join(rivals), ok, "; ".join(lines))
+
+
+def report(a: dict, L: list[str]) -> None:
+    for backend in BACKENDS:
+        b = a["backends"][backend]
+        L.append(f"### W2: async fan-in on {backend}")
+        L.append("")
+        heads = ["peer", "N", "total s", "x floor", "parent CPU µs/child"]
+        heads += [f"peak threads (N={a['memory_n']})", f"peak RSS growth MiB (N={a['memory_n']})"]
+        t_cols = [("seconds", ".3f"), ("ratio_to_floor", ".2f"), ("cpu_us_per_child", ".0f")]
+        mem_cols = [("peak_threads", ".0f"), ("peak_rss_growth_mib", ".1f")]
+        rows = (
+            [peer, str(n), *_util.cells(b[str(n)][peer], t_cols), *_util.cells(mem, mem_cols)]
+            for peer, mem in b["memory"].items()
+            for n in a["sizes"]
+        )
+        _util.table(L, heads, rows)
+
+
+PANELS = 1
+
+
+def plot(axes: list, a: dict) -> None:
+    n = str(max(a["sizes"]))
+    labels, sums = [], []
+    for backend in BACKENDS:
+        b = a["backends"][backend]
+        for peer in b["memory"]:
+            labels.append(f"{backend}: {peer.split(':')[0]}")
+            sums.append(b[n][peer]["ratio_to_floor"])
+    _util.hbars(
+        axes[0],
+        labels,
+        sums,
+        "total time x hand-written floor (same process)",
+        f"W2: async fan-in of N={n} children",
+        ref=1.0,
+    )

@@ -14,6 +14,9 @@ grandchild with ``PidFd.wait_exit`` or ``psutil.Process.wait``. Both can
 only learn the exit once that parent has reaped it, so its wake-up is part
 of their latency. (Were the parent to exit at once after reaping, its own
 exit would compete for the CPU and blur the figure.)
+
+Targets: ours p50 <= 1.1x the floor (sync, asyncio, trio) and the non-child
+wait <= 1.1x the child wait, each on the median of per-round ratios.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import trio
 import w2_fanin
 
 from pidfd import AsyncPidFd, PidFd
+
+SIZES = {"default": {"rounds": 60, "chunks": 3}, "quick": {"rounds": 9, "chunks": 3}}
 
 CHILD = (
     "import os, time\n"
@@ -311,3 +316,85 @@ def run(cfg: dict) -> dict:
         # In round order, so that samples of one round can be paired.
         "samples": samples,
     }
+
+
+WORKERS = {"run": run}
+
+
+# --- parent side: collect, analyse, targets, report, plot --------------------------
+
+
+def collect(cfg: dict, work: Callable[[str, dict], Any], stage: Callable[[str], None]) -> dict:
+    stage("W3: wake-up latency ...")
+    return work("run", cfg)  # type: ignore[no-any-return]
+
+
+def analyse(raw: dict) -> dict:
+    return raw
+
+
+def targets(a: dict, add: Callable[[str, bool, str], None]) -> None:
+    peers, samples = a["peers"], a["samples"]
+
+    def judge(name: str, mine: str, base: str) -> None:
+        # Per round: both samples were taken back to back.
+        r = _util.summary([x / y for x, y in zip(samples[mine], samples[base], strict=True)])
+        add(
+            name,
+            r["median"] <= 1.1,
+            f"{peers[mine]['p50']:.0f} us vs {peers[base]['p50']:.0f} us; median of per-round "
+            f"ratios {r['median']:.3f}x (min {r['min']:.2f}, max {r['max']:.2f})",
+        )
+
+    judge("W3 sync: ours p50 <= 1.1x floor", "ours sync PidFd.wait", "blocking os.waitid")
+    for b in _util.BACKENDS:
+        judge(f"W3 {b}: ours p50 <= 1.1x floor", f"{b}: ours AsyncPidFd.wait", f"{b}: floor")
+    judge(
+        "W3 non-child as fast as child (ours wait_exit <= 1.1x ours wait, per round)",
+        "non-child: ours PidFd.wait_exit",
+        "ours sync PidFd.wait",
+    )
+
+
+def report(a: dict, L: list[str]) -> None:
+    L.append(
+        f"### W3: wake-up latency, µs from the child's last stamp to the waiter "
+        f"holding the status ({a['rounds']} samples each)"
+    )
+    L.append("")
+    _util.table(
+        L,
+        ["waiter", "p50", "p90", "p99", "p50 per third of the run"],
+        (
+            [
+                name,
+                *(f"{p[q]:.0f}" for q in ("p50", "p90", "p99")),
+                _util.fmt(p["p50_per_chunk"], ".0f"),
+            ]
+            for name, p in a["peers"].items()
+        ),
+    )
+
+
+PANELS = 1
+
+
+def plot(axes: list, a: dict) -> None:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    peers = a["peers"]
+    names = list(peers)
+    ax = axes[0]
+    _util.hbars(
+        ax,
+        names,
+        [peers[x]["p50_per_chunk"] for x in names],
+        "µs (bar: p50 of each third of the run, median and range; dot: p90, cross: p99)",
+        "W3: wake-up latency",
+    )
+    ax.plot([peers[x]["p90"] for x in names], list(range(len(names))), "k.", label="p90")
+    ax.plot([peers[x]["p99"] for x in names], list(range(len(names))), "kx", label="p99")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlim(200, 2 * max(peers[x]["p99"] for x in names))

@@ -21,17 +21,16 @@ As in W2, two kinds of worker process run this module:
   leaves behind are not counted against another. A task counts OS threads
   (``/proc/self/task``) at every turn of the event loop while the N
   children run.
+
+Targets (issue 18), per backend: ours <= 1.0x the fastest rival in wall
+time and <= 0.8x in parent CPU per child, at every N, with one OS thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
-import resource
-import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +41,15 @@ import w2_fanin
 
 import pidfd
 from pidfd import AsyncPidFd, PidFd
+
+SIZES = {
+    "default": {"sizes": [200, 2000], "reps": 3, "threads_n": 2000, "threads_of": "all"},
+    "quick": {"sizes": [20, 50], "reps": 1, "threads_n": 50, "threads_of": "ours"},
+}
+BACKENDS = _util.BACKENDS
+# Ours against the fastest rival of the same repetition.
+WALL_TARGET = 1.0
+CPU_TARGET = 0.8
 
 OURS = "ours pidfd.run_process"
 FLOOR = "floor: posix_spawn+pipes+AsyncPidFd"
@@ -89,16 +97,8 @@ async def _drain(fd: int) -> None:
 
 
 async def _floor() -> None:
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    try:
-        actions = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
-        pid = _util.spawn(ARGV, actions)
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    os.set_blocking(out_r, False)
-    os.set_blocking(err_r, False)
+    pid, ends = _util.spawn_piped(ARGV, (1, 2))
+    out_r, err_r = ends[1], ends[2]
     handle = AsyncPidFd(PidFd.from_pid(pid))
     try:
         async with anyio.create_task_group() as tg:
@@ -128,33 +128,17 @@ def peers(backend: str) -> dict[str, tuple[Callable[[], None] | None, Callable[[
     return table
 
 
-def rivals(backend: str) -> list[str]:
+def rivals_of(backend: str) -> list[str]:
     return [p for p in peers(backend) if p not in (OURS, FLOOR)]
 
 
 # --- running N at once ------------------------------------------------------------
 
 
-async def _all(one: Callable[[], Any], n: int) -> None:
-    async with anyio.create_task_group() as tg:
-        for _ in range(n):
-            tg.start_soon(one)
-
-
-def _cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
 def _once(
     backend: str, setup: Callable[[], None] | None, one: Callable[[], Any], n: int
 ) -> tuple[float, float]:
-    if setup is not None:
-        setup()
-    gc.collect()
-    cpu0, t0 = _cpu(), time.perf_counter()
-    anyio.run(_all, one, n, backend=backend)
-    return time.perf_counter() - t0, _cpu() - cpu0
+    return _util.run_at_once(backend, setup, one, n)
 
 
 def run_timing(cfg: dict) -> dict:
@@ -197,174 +181,121 @@ def run_threads(cfg: dict) -> dict:
     return {"peak_threads": peak[0]}
 
 
-# --- W6b, scale: N processes with pipes open at once ------------------------------------
-#
-# ``run_scale`` (W6b): one fresh interpreter per (backend, peer, repetition), as in
-# W4. N ``cat`` children are started, each with its stdin and stdout on pipes
-# (stderr inherited), and all N are held open and alive at once on the one
-# event loop: each ``cat`` blocks reading its stdin. Then threads, open fds and
-# RSS are read (growth against the same interpreter before the run, after a
-# warm-up of 20), every child is released: a payload written to its stdin,
-# stdin closed, stdout read to end of file and checked, the child waited. A
-# task counts OS threads at every turn of the event loop for the whole run;
-# VmHWM gives the peak RSS. ``cat`` needs no time bound (W4's ``sleep 300``):
-# should this process die, its stdin pipes close and every ``cat`` exits.
-#
-# Peers: ours ``pidfd.open_process(..., stdin=PIPE, stdout=PIPE)`` with its
-# streams; the floor ``os.posix_spawn`` + two ``os.pipe`` + ``AsyncPidFd``
-# with ``anyio.wait_readable``/``wait_writable`` on the raw fds.
-
-SCALE_PEERS = ("floor", "ours")
-PAYLOAD = b"ping\n"
-CAT = shutil.which("cat") or "/bin/cat"
-# fds per child: the pidfd and two pipe ends held, two more for a moment.
-FDS_PER_CHILD = 3
+WORKERS = {"timing": run_timing, "threads": run_threads}
 
 
-class _Scale:
-    """What the N tasks share: how many are open, the release, the results."""
+# --- parent side: collect, analyse, targets, report ---------------------------------
 
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.opened = 0
-        self.done = 0
-        self.release = anyio.Event()
-        self.bad: list[str] = []
-
-    def check(self, pid: int, output: bytes, code: int) -> None:
-        _util.reaped(pid)
-        self.done += 1
-        if output != PAYLOAD or code != 0:
-            self.bad.append(f"pid {pid}: output {output!r}, exit {code}")
+S = _util.summary
 
 
-async def _scale_ours(s: _Scale) -> None:
-    proc = await pidfd.open_process(
-        [CAT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None
-    )
-    _util.track(proc.pid)
-    async with proc:  # on any failure: streams closed, the child killed and reaped
-        assert proc.stdin is not None and proc.stdout is not None
-        s.opened += 1
-        await s.release.wait()
-        await proc.stdin.send(PAYLOAD)
-        await proc.stdin.aclose()
-        output = b""
-        async for chunk in proc.stdout:
-            output += chunk
-        code = await proc.wait()
-    s.check(proc.pid, output, code)
+def collect(cfg: dict, work: Callable[[str, dict], Any], stage: Callable[[str], None]) -> dict:
+    stage(f"W6: async run_process with pipes, N={cfg['sizes']}, timing ...")
+    peer_names = {b: list(peers(b)) for b in BACKENDS}
+    timing: dict[str, list] = {b: [] for b in BACKENDS}
+    for rep in range(cfg["reps"]):
+        for backend in BACKENDS:
+            timing[backend].append(
+                work("timing", {"backend": backend, "sizes": cfg["sizes"], "rotation": rep})
+            )
+    stage(f"W6: peak threads, N={cfg['threads_n']} ...")
+    # One fresh interpreter per peer (--quick: ours only, to stay quick).
+    threads = {
+        b: {
+            p: work("threads", {"backend": b, "peer": p, "n": cfg["threads_n"]})["peak_threads"]
+            if cfg["threads_of"] == "all" or p == OURS
+            else None
+            for p in peer_names[b]
+        }
+        for b in BACKENDS
+    }
+    return {
+        "sizes": cfg["sizes"],
+        "threads_n": cfg["threads_n"],
+        "peers": peer_names,
+        "timing": timing,
+        "threads": threads,
+    }
 
 
-async def _scale_floor(s: _Scale) -> None:
-    in_r, in_w = os.pipe()
-    try:
-        out_r, out_w = os.pipe()
-    except BaseException:
-        os.close(in_r)
-        os.close(in_w)
-        raise
-    try:
-        actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1)]
-        pid = _util.spawn([CAT], actions)
-    except BaseException:
-        os.close(in_w)
-        os.close(out_r)
-        raise
-    finally:
-        os.close(in_r)
-        os.close(out_w)
-    os.set_blocking(in_w, False)
-    os.set_blocking(out_r, False)
-    handle = AsyncPidFd(PidFd.from_pid(pid))
-    try:
-        s.opened += 1
-        await s.release.wait()
-        view = memoryview(PAYLOAD)
-        while view:
-            try:
-                view = view[os.write(in_w, view) :]
-            except BlockingIOError:
-                await anyio.wait_writable(in_w)
-        os.close(in_w)
-        in_w = -1
-        output = b""
-        while True:
-            try:
-                chunk = os.read(out_r, 65536)
-            except BlockingIOError:
-                await anyio.wait_readable(out_r)
-                continue
-            if not chunk:
-                break
-            output += chunk
-        info = await handle.wait()
-    finally:
-        if in_w >= 0:
-            os.close(in_w)
-        os.close(out_r)
-        handle.close()  # a child still running here is killed by kill_and_reap_all
-    s.check(pid, output, info.status.returncode)
+def _analyse_n(raw: dict, backend: str, n: str) -> dict:
+    runs = [t[n] for t in raw["timing"][backend]]
+    rivals = rivals_of(backend)
+
+    def ratios(peer: str, key: str) -> dict[str, dict]:
+        return {
+            "fastest": S([r[peer][key] / min(r[p][key] for p in rivals) for r in runs]),
+            "floor": S([r[peer][key] / r[FLOOR][key] for r in runs]),
+        }
+
+    out = {}
+    for peer in raw["peers"][backend]:
+        wall, cpu = ratios(peer, "seconds"), ratios(peer, "cpu_us_per_child")
+        out[peer] = {
+            "seconds": S([r[peer]["seconds"] for r in runs]),
+            "cpu_us_per_child": S([r[peer]["cpu_us_per_child"] for r in runs]),
+            "wall_to_fastest_peer": wall["fastest"],
+            "cpu_to_fastest_peer": cpu["fastest"],
+            "wall_to_floor": wall["floor"],
+            "cpu_to_floor": cpu["floor"],
+            "peak_threads": raw["threads"][backend][peer],
+        }
+    return out
 
 
-async def _scale(one: Callable[[_Scale], Any], n: int, base: dict[str, int], out: dict) -> None:
-    s = _Scale(n)
-    peak = [_util.threads()]
-    t0 = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(n):
-            tg.start_soon(one, s)
-        while s.opened < n:
-            peak[0] = max(peak[0], _util.threads())
-            await anyio.sleep(0)
-        out["open_all_s"] = time.perf_counter() - t0
-        await anyio.sleep(0.1)  # let the last ones reach their await
-        out["alive_at_hold"] = sum(1 for pid in _util.LIVE if _alive(pid))
-        out["threads_at_hold"] = _util.threads()
-        out["fds_growth"] = _util.fds() - base["fds"]
-        out["rss_growth_kib"] = _util.rss_kib() - base["rss"]
-        t1 = time.perf_counter()
-        s.release.set()
-        while s.done < n:
-            peak[0] = max(peak[0], _util.threads())
-            await anyio.sleep(0)
-    out["release_to_reaped_s"] = time.perf_counter() - t1
-    out["peak_threads"] = peak[0]
-    out["peak_rss_growth_kib"] = _util.peak_rss_kib() - base["rss"]
-    if s.bad:
-        raise RuntimeError(f"{len(s.bad)} of {n} children went wrong, e.g. {s.bad[0]}")
+def analyse(raw: dict) -> dict:
+    a: dict[str, Any] = {
+        "sizes": raw["sizes"],
+        "threads_n": raw["threads_n"],
+        "ours": OURS,
+        "floor": FLOOR,
+    }
+    for backend in BACKENDS:
+        by_n = {n: _analyse_n(raw, backend, n) for n in map(str, raw["sizes"])}
+        a[backend] = {"rivals": rivals_of(backend), "by_n": by_n}
+    return a
 
 
-def _alive(pid: int) -> bool:
-    """The child has not exited (it is neither gone nor a zombie)."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-
-
-def run_scale(cfg: dict) -> dict:
-    backend, peer, n = cfg["backend"], cfg["peer"], cfg["n"]
-    one = {"floor": _scale_floor, "ours": _scale_ours}[peer]
-    nproc, _ = resource.getrlimit(resource.RLIMIT_NPROC)
-    if nproc != resource.RLIM_INFINITY and nproc < n + 256:
-        raise RuntimeError(
-            f"RLIMIT_NPROC (ulimit -u) is {nproc}: too low for {n} children at once; "
-            f"raise it or pass a smaller --w6b-n"
+def targets(a: dict, add: Callable[[str, bool, str], None]) -> None:
+    for backend in BACKENDS:
+        b = a[backend]
+        for key, what, bound in (
+            ("wall_to_fastest_peer", "wall", WALL_TARGET),
+            ("cpu_to_fastest_peer", "parent CPU", CPU_TARGET),
+        ):
+            ratios = {n: b["by_n"][str(n)][OURS][key]["median"] for n in a["sizes"]}
+            add(
+                f"W6 {backend}: ours <= {bound}x the fastest of {', '.join(b['rivals'])} ({what})",
+                all(r <= bound for r in ratios.values()),
+                ", ".join(f"N={n}: {r:.3f}x" for n, r in ratios.items()),
+            )
+        thr = b["by_n"][str(a["sizes"][-1])][OURS]["peak_threads"]
+        add(
+            f"W6 {backend}: ours uses one OS thread ({a['threads_n']} at once)",
+            thr == 1,
+            f"peak threads {thr}",
         )
-    want = (FDS_PER_CHILD + 1) * n + 256
-    limit = _util.raise_nofile(want)
-    if limit < FDS_PER_CHILD * n + 128:
-        raise RuntimeError(
-            f"RLIMIT_NOFILE allows only {limit} fds, {FDS_PER_CHILD} a child are needed: "
-            f"raise the hard limit (ulimit -Hn) or pass a smaller --w6b-n than {n}"
+
+
+def report(a: dict, L: list[str]) -> None:
+    for backend in BACKENDS:
+        b = a[backend]
+        L.append(
+            f"### W6: N concurrent `run_process(['/bin/true'])`, stdout+stderr captured, "
+            f"on {backend} (x fastest: ratio to the fastest of {', '.join(b['rivals'])} "
+            f"in the same repetition)"
         )
-    try:
-        anyio.run(
-            _scale, one, 20, {"fds": _util.fds(), "rss": _util.rss_kib()}, {}, backend=backend
+        L.append("")
+        heads = ["peer", "N", "wall s", "x fastest", "x floor", "parent CPU µs/child"]
+        heads += ["x fastest", "x floor", f"peak threads (N={a['threads_n']})"]
+        cols = [("seconds", ".3f"), ("wall_to_fastest_peer", ".2f"), ("wall_to_floor", ".2f")]
+        cols += [("cpu_us_per_child", ".0f"), ("cpu_to_fastest_peer", ".2f")]
+        cols += [("cpu_to_floor", ".2f")]
+        rows = (
+            [peer, str(n), *_util.cells(m, cols), "-" if thr is None else str(thr)]
+            for peer in b["by_n"][str(a["sizes"][0])]
+            for n in a["sizes"]
+            for m in [b["by_n"][str(n)][peer]]
+            for thr in [m["peak_threads"]]
         )
-        gc.collect()
-        _util.reset_peak_rss()
-        base = {"fds": _util.fds(), "rss": _util.rss_kib()}
-        out: dict = {"n": n}
-        anyio.run(_scale, one, n, base, out, backend=backend)
-        return out
-    finally:
-        _util.kill_and_reap_all()
+        _util.table(L, heads, rows)

@@ -14,18 +14,22 @@ use std::sync::Mutex;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 
 use crate::handle::PidFd;
 use crate::sys::spawn::{Launch, Plan, SpawnError, spawn};
 
-fn c_string(bytes: Vec<u8>) -> PyResult<CString> {
+fn c_string(bytes: &PyBackedBytes) -> PyResult<CString> {
     // The message os.fsencode'd paths get from CPython's own converter.
-    CString::new(bytes).map_err(|_| PyValueError::new_err("embedded null byte"))
+    CString::new(&**bytes).map_err(|_| PyValueError::new_err("embedded null byte"))
 }
 
-fn c_strings(list: Vec<Vec<u8>>) -> PyResult<Vec<CString>> {
-    list.into_iter().map(c_string).collect()
+// PyBackedBytes borrows each bytes object's buffer: a Vec<u8> would be
+// extracted as a sequence of ints, one Python call per byte of every
+// argument and environment entry.
+fn c_strings(list: &[PyBackedBytes]) -> PyResult<Vec<CString>> {
+    list.iter().map(c_string).collect()
 }
 
 /// The exec status of a child started without waiting for its exec: the
@@ -104,12 +108,12 @@ impl Drop for ExecStatus {
 )]
 pub fn _spawn(
     py: Python<'_>,
-    argv: Vec<Vec<u8>>,
-    executables: Vec<Vec<u8>>,
+    argv: Vec<PyBackedBytes>,
+    executables: Vec<PyBackedBytes>,
     close_fds: bool,
     keep: Vec<i32>,
-    cwd: Option<Vec<u8>>,
-    env: Option<Vec<Vec<u8>>>,
+    cwd: Option<PyBackedBytes>,
+    env: Option<Vec<PyBackedBytes>>,
     fds: (i32, i32, i32, i32, i32, i32, i32, i32),
     restore_signals: bool,
     setsid: bool,
@@ -124,10 +128,10 @@ pub fn _spawn(
     let (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write) =
         fds;
     let mut plan = Plan {
-        argv: c_strings(argv)?,
-        executables: c_strings(executables)?,
-        env: env.map(c_strings).transpose()?,
-        cwd: cwd.map(c_string).transpose()?,
+        argv: c_strings(&argv)?,
+        executables: c_strings(&executables)?,
+        env: env.as_deref().map(c_strings).transpose()?,
+        cwd: cwd.as_ref().map(c_string).transpose()?,
         keep,
         close_fds,
         chdir_marker,

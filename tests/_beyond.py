@@ -15,7 +15,6 @@ fails half-way.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -178,12 +177,3 @@ class RaisingSignal:
         self._timer.cancel()
         self._timer.join()
         signal.signal(signal.SIGUSR1, self._old)  # type: ignore[arg-type]
-
-
-def kernel_at_least(major: int, minor: int) -> bool:
-    """Whether the running kernel's release is at least ``major.minor``."""
-    parts = os.uname().release.split(".")
-    return (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)) >= (
-        major,
-        minor,
-    )

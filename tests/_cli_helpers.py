@@ -93,11 +93,6 @@ def last_json(stdout: str) -> dict[str, Any]:
     return result
 
 
-def kernel_at_least(major: int, minor: int) -> bool:
-    release = os.uname().release.split("-")[0].split(".")
-    return (int(release[0]), int(release[1])) >= (major, minor)
-
-
 def missing_pid() -> int:
     """A pid that cannot exist: pids are always below kernel.pid_max."""
     return int(Path("/proc/sys/kernel/pid_max").read_text())

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from _beyond import Procs
+from _helpers import kernel, kernel_at_least
 
 # A non-interactive shell that starts a job in the background (nohup, `&`, some
 # CI runners) hands it SIGINT ignored, and children inherit that. Python then
@@ -132,13 +133,36 @@ _PROCESS_WIDE_FIXTURES = {
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
+        "kernel(major, minor, reason=None): skip below Linux major.minor; reason names "
+        "what needs it (e.g. reason='PIDFD_GET_INFO')",
+    )
+    config.addinivalue_line(
+        "markers",
         "thread_unsafe(reason): owns process-wide state (signal handlers, SIGCHLD, "
         "rlimits, the fd table): one thread at a time under pytest-run-parallel",
     )
 
 
+def kernel_skip_reason(item: pytest.Item) -> str | None:
+    """Why ``item`` cannot run here, from its ``@pytest.mark.kernel`` marks
+    (on the test, its class and its module; any one above the running kernel
+    skips it), or ``None``."""
+    for mark in item.iter_markers("kernel"):
+        major, minor = mark.args
+        if not kernel_at_least(major, minor):
+            what = mark.kwargs.get("reason")
+            needs = f"needs Linux >= {major}.{minor}"
+            running = "{}.{}".format(*kernel())
+            return f"{what + ' ' if what else ''}{needs} (running {running})"
+    return None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        # A skip mark, as skipif gave: the report names the test's own line.
+        too_old = kernel_skip_reason(item)
+        if too_old is not None:
+            item.add_marker(pytest.mark.skip(reason=too_old))
         if item.get_closest_marker("thread_unsafe") is not None:
             continue
         reason = None

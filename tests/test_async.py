@@ -10,6 +10,7 @@ import sys
 import anyio
 import pytest
 
+from _helpers import wait_until_closed
 from pidfd import AsyncPidFd, ExitInfo, ExitStatus, PidFd
 
 pytestmark = pytest.mark.anyio
@@ -83,16 +84,9 @@ async def test_close_while_waiting_ends_the_wait(spawn) -> None:
     child = spawn(SLEEP)
     handle = AsyncPidFd.from_pid(child.pid)
     outcome: list[BaseException] = []
-
-    async def waiter() -> None:
-        try:
-            await handle.wait()
-        except (ValueError, anyio.ClosedResourceError) as exc:
-            outcome.append(exc)
-
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(waiter)
+            tg.start_soon(wait_until_closed, handle, outcome)
             await anyio.sleep(0.05)
             handle.close()
     assert len(outcome) == 1

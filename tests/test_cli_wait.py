@@ -18,7 +18,6 @@ from _cli_helpers import (
     PIDFD,
     PTY,
     cli,
-    kernel_at_least,
     missing_pid,
     on_pty,
     py,
@@ -26,6 +25,7 @@ from _cli_helpers import (
     read_until,
     started,
 )
+from _helpers import kernel_at_least
 
 # Each test runs the pidfd command in a child process: four threads at once
 # would stress no state of this process, only the machine.

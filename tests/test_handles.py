@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import functools
 import os
 import signal
 import socket
 import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import anyio
 import pytest
 
-from _beyond import PY, kernel_at_least, proc_state
+from _beyond import PY, Proc, proc_state
+from _helpers import kernel_at_least
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 
 HAS_INFO = kernel_at_least(6, 13)
 HAS_INFO_EXIT = kernel_at_least(6, 15)
-needs_thread = pytest.mark.skipif(
-    not kernel_at_least(6, 9), reason="PIDFD_THREAD needs Linux >= 6.9"
-)
-needs_peerpidfd = pytest.mark.skipif(
-    not kernel_at_least(6, 5), reason="SO_PEERPIDFD needs Linux >= 6.5"
-)
+needs_thread = pytest.mark.kernel(6, 9, reason="PIDFD_THREAD")
+needs_peerpidfd = pytest.mark.kernel(6, 5, reason="SO_PEERPIDFD")
 
 
 def tgid_of(handle: PidFd | AsyncPidFd) -> int:
@@ -397,65 +398,64 @@ sys.exit(4)
 """
 
 
-@needs_peerpidfd
-def test_socket_peer_of_a_unix_server(procs, kind, tmp_path):
+@contextlib.contextmanager
+def unix_client(
+    tmp_path: Path, start: Callable[[str], Proc]
+) -> Iterator[tuple[Proc, socket.socket]]:
+    """Listen on a Unix socket, ``start(CLIENT)`` a process that connects to
+    it, and yield that process and our end of its connection (10 s timeouts)."""
     path = str(tmp_path / "sock")
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(path)
         server.listen()
         server.settimeout(10)
-        proc = procs.start(kind, CLIENT.format(path=path), wait_for_release=False)
+        proc = start(CLIENT.format(path=path))
+        # A blocking accept() is fine, also in async tests: the client connects at once.
         conn, _ = server.accept()
         with conn:
             conn.settimeout(10)
-            assert conn.recv(1) == b"h"
-            with PidFd.from_socket_peer(conn) as peer:
-                assert peer.pid == proc.pid
-                if kernel_at_least(6, 13):
-                    assert peer.info().pid == proc.pid
-                assert peer.is_alive()
-                conn.sendall(b"!")
-                status = peer.wait_exit(10)
-                assert not peer.is_alive()
-                if kind == "child" or HAS_INFO_EXIT:
-                    assert status is not None and status.code == 4
+            yield proc, conn
+
+
+@needs_peerpidfd
+def test_socket_peer_of_a_unix_server(procs, kind, tmp_path):
+    start = functools.partial(procs.start, kind, wait_for_release=False)
+    with unix_client(tmp_path, start) as (proc, conn):
+        assert conn.recv(1) == b"h"
+        with PidFd.from_socket_peer(conn) as peer:
+            assert peer.pid == proc.pid
+            if kernel_at_least(6, 13):
+                assert peer.info().pid == proc.pid
+            assert peer.is_alive()
+            conn.sendall(b"!")
+            status = peer.wait_exit(10)
+            assert not peer.is_alive()
+            if kind == "child" or HAS_INFO_EXIT:
+                assert status is not None and status.code == 4
         assert proc.owner_returncode() == 4
 
 
 @needs_peerpidfd
 def test_socket_peer_send_signal(procs, tmp_path):
-    path = str(tmp_path / "sock")
-    with socket.socket(socket.AF_UNIX) as server:
-        server.bind(path)
-        server.listen()
-        server.settimeout(10)
-        proc = procs.grandchild(CLIENT.format(path=path), wait_for_release=False)
-        conn, _ = server.accept()
-        with conn, PidFd.from_socket_peer(conn) as peer:
-            assert peer.pid == proc.pid
-            peer.kill()
-            status = peer.wait_exit(10)
-            if HAS_INFO_EXIT:
-                assert status == ExitStatus.from_waitstatus(signal.SIGKILL)
+    start = functools.partial(procs.grandchild, wait_for_release=False)
+    with unix_client(tmp_path, start) as (proc, conn), PidFd.from_socket_peer(conn) as peer:
+        assert peer.pid == proc.pid
+        peer.kill()
+        status = peer.wait_exit(10)
+        if HAS_INFO_EXIT:
+            assert status == ExitStatus.from_waitstatus(signal.SIGKILL)
     assert proc.owner_returncode() == -signal.SIGKILL
 
 
 @pytest.mark.anyio
 @needs_peerpidfd
 async def test_socket_peer_async(procs, tmp_path):
-    path = str(tmp_path / "sock")
-    with socket.socket(socket.AF_UNIX) as server:
-        server.bind(path)
-        server.listen()
-        server.settimeout(10)
-        proc = procs.child(CLIENT.format(path=path), wait_for_release=False)
-        # A blocking accept() is fine here: the client connects at once.
-        conn, _ = server.accept()
-        with conn, AsyncPidFd.from_socket_peer(conn) as peer:
-            assert peer.pid == proc.pid
-            conn.sendall(b"!")
-            with anyio.fail_after(10):
-                status = await peer.wait_exit()
+    start = functools.partial(procs.child, wait_for_release=False)
+    with unix_client(tmp_path, start) as (proc, conn), AsyncPidFd.from_socket_peer(conn) as peer:
+        assert peer.pid == proc.pid
+        conn.sendall(b"!")
+        with anyio.fail_after(10):
+            status = await peer.wait_exit()
     assert isinstance(status, ExitStatus) and status.code == 4
     assert proc_state(proc.pid) == "Z"
     assert proc.popen.wait(10) == 4
@@ -504,18 +504,12 @@ def test_socket_peer_of_a_non_socket_fd():
 
 @needs_peerpidfd
 def test_socket_peer_that_exited_and_was_reaped(procs, tmp_path):
-    path = str(tmp_path / "sock")
-    with socket.socket(socket.AF_UNIX) as server:
-        server.bind(path)
-        server.listen()
-        server.settimeout(10)
-        proc = procs.child(CLIENT.format(path=path), wait_for_release=False)
-        conn, _ = server.accept()
-        with conn:
-            conn.sendall(b"!")
-            assert proc.popen.wait(10) == 4
-            with pytest.raises(ProcessLookupError, match="exited and been reaped"):
-                PidFd.from_socket_peer(conn)
+    start = functools.partial(procs.child, wait_for_release=False)
+    with unix_client(tmp_path, start) as (proc, conn):
+        conn.sendall(b"!")
+        assert proc.popen.wait(10) == 4
+        with pytest.raises(ProcessLookupError, match="exited and been reaped"):
+            PidFd.from_socket_peer(conn)
 
 
 def test_is_alive_on_a_fd_closed_behind_the_handle_raises_ebadf() -> None:

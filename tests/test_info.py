@@ -8,12 +8,11 @@ import signal
 import anyio
 import pytest
 
-from _beyond import kernel_at_least, proc_state, wait_until
+from _beyond import proc_state, wait_until
+from _helpers import kernel_at_least
 from pidfd import AsyncPidFd, ExitStatus, PidFd, ProcessInfo
 
-pytestmark = pytest.mark.skipif(
-    not kernel_at_least(6, 13), reason="PIDFD_GET_INFO needs Linux >= 6.13"
-)
+pytestmark = pytest.mark.kernel(6, 13, reason="PIDFD_GET_INFO")
 HAS_INFO_EXIT = kernel_at_least(6, 15)
 
 FIELDS = [
@@ -163,9 +162,8 @@ def test_info_reaped_process_keeps_only_cgroup_and_exit(procs, kind):
         assert getattr(info, name) is None, name
 
 
+@pytest.mark.kernel(6, 9, reason="PIDFD_THREAD")
 def test_info_thread_handle(procs):
-    if not kernel_at_least(6, 9):
-        pytest.skip("PIDFD_THREAD needs Linux >= 6.9")
     proc = procs.child(
         "import sys, threading\n"
         "def run():\n"
@@ -235,7 +233,7 @@ DUMP_OFF = "import resource\nresource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
 NOT_DUMPABLE = "import ctypes\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\n"
 
 
-@pytest.mark.skipif(not HAS_COREDUMP, reason="PIDFD_INFO_COREDUMP needs Linux >= 6.16")
+@pytest.mark.kernel(6, 16, reason="PIDFD_INFO_COREDUMP")
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [("", COREDUMP_USER), (NOT_DUMPABLE, COREDUMP_SKIP)],
@@ -263,7 +261,7 @@ def test_info_without_coredump_support_reports_none(procs):
     assert info.supported_mask is None
 
 
-@pytest.mark.skipif(not HAS_COREDUMP, reason="PIDFD_INFO_COREDUMP needs Linux >= 6.16")
+@pytest.mark.kernel(6, 16, reason="PIDFD_INFO_COREDUMP")
 @pytest.mark.parametrize(
     ("code", "signo"),
     [
@@ -292,11 +290,8 @@ def test_info_reaped_process_that_made_no_core(procs, code, signo):
     assert info.coredump_code in (None, 0)
 
 
-@pytest.mark.skipif(
-    not kernel_at_least(6, 19),
-    reason="PIDFD_INFO_SUPPORTED_MASK needs a kernel after 6.18 (6.18 does not report it;"
-    " 7.2 does, both measured; 6.19 by the patches' dates)",
-)
+# 6.18 does not report it and 7.2 does (both measured); 6.19 by the patches' dates.
+@pytest.mark.kernel(6, 19, reason="PIDFD_INFO_SUPPORTED_MASK")
 def test_info_supported_mask_names_the_fields_the_kernel_knows(procs):
     proc = procs.child("")
     with PidFd.from_pid(proc.pid) as handle:

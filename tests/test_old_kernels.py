@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import pytest
 
-from _beyond import kernel_at_least
+from _helpers import kernel_at_least
 from _seccomp import (
     NR_GETSOCKOPT,
     NR_IOCTL,

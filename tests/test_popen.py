@@ -29,7 +29,7 @@ import pytest
 
 import _reliability_helpers as rh
 import pidfd
-from _beyond import kernel_at_least
+from _helpers import REUSE_PID, kernel_at_least
 from _reliability_helpers import is_running, is_unreaped, open_fds, wait_zombie
 from _seccomp import NR_CLONE3, NR_PIDFD_OPEN, NR_WAITID, P_PIDFD, SKIP_REASON, Rule, run_snippet
 from pidfd import ExitStatus, PidFd
@@ -377,44 +377,16 @@ def test_sigchld_ignored_child_exiting_at_once_never_fails_to_spawn() -> None:
 
 # Runs as pid 1 of a fresh pid namespace, where it may steer the next pid
 # (ns_last_pid belongs to that namespace alone) without touching the host.
-PID_REUSE = textwrap.dedent(
+PID_REUSE = REUSE_PID + textwrap.dedent(
     r"""
-    import json, os, signal, sys, time
     import pidfd
-
-    SLEEP = sys.argv[1]
-    report = {}
-
-    def sleeper():
-        return os.posix_spawn(SLEEP, [SLEEP, "30"], os.environ)
 
     p = pidfd.Popen([SLEEP, "30"])
     old = p.pid
     os.kill(old, signal.SIGKILL)
     os.waitpid(old, 0)  # reaped behind Popen's back: the pid is free
 
-    new = None
-    try:
-        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-            f.write(str(old - 1))
-        new = sleeper()
-        report["method"] = "ns_last_pid"
-    except OSError:
-        pass
-    if new != old:
-        if new is not None:
-            os.kill(new, signal.SIGKILL)
-            os.waitpid(new, 0)
-        report["method"] = "cycling"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            child = os.fork()
-            if child == 0:
-                os._exit(0)
-            os.waitpid(child, 0)
-            if child == old - 1:
-                new = sleeper()
-                break
+    new = reuse_pid(old, spawn_sleeper, report)
     report["reused"] = new == old
     if new == old:
         # The stock class would poll (waitpid finds the *new* child running)
@@ -426,9 +398,6 @@ PID_REUSE = textwrap.dedent(
         report["new_alive"] = os.waitid(os.P_PID, new, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
         report["returncode"] = p.returncode
         report["pidfd"] = p.pidfd is not None
-        os.kill(new, signal.SIGKILL)
-        os.waitpid(new, 0)
-    elif new is not None:
         os.kill(new, signal.SIGKILL)
         os.waitpid(new, 0)
     if p.returncode is None:

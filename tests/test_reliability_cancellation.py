@@ -24,6 +24,7 @@ import trio
 
 import _reliability_helpers as rh
 import pidfd as pidfd_mod
+from _helpers import wait_until_closed
 from _reliability_helpers import (
     Children,
     fd_target,
@@ -229,26 +230,27 @@ async def test_many_waiters_one_status_rest_child_process_error(children: Childr
 # --- closing the handle under a waiting task ---------------------------------
 
 
+async def _park_waiters(
+    tg: anyio.abc.TaskGroup, h: AsyncPidFd, errors: list[BaseException], queued: bool
+) -> None:
+    """Start a task waiting on ``h`` (it holds the lock) and, if ``queued``, a
+    second one behind it; each records the error a close under it raises."""
+    tg.start_soon(wait_until_closed, h, errors)
+    await _blocked_on_lock(h)
+    if queued:
+        tg.start_soon(wait_until_closed, h, errors)
+        await anyio.sleep(SETTLE)
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("queued", [False, True], ids=["holder", "holder+queued"])
 async def test_close_wakes_waiting_tasks(queued: bool, children: Children) -> None:
     pid = children.sleep(30)
     h = AsyncPidFd.from_pid(pid)
     errors: list[BaseException] = []
-
-    async def waiter() -> None:
-        try:
-            await h.wait()
-        except (ValueError, anyio.ClosedResourceError) as e:
-            errors.append(e)
-
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(waiter)
-            await _blocked_on_lock(h)
-            if queued:
-                tg.start_soon(waiter)
-                await anyio.sleep(SETTLE)
+            await _park_waiters(tg, h, errors, queued)
             h.close()
     assert len(errors) == (2 if queued else 1)
     assert h.closed
@@ -284,20 +286,9 @@ async def test_close_from_another_thread_wakes_waiting_tasks(
     h = AsyncPidFd.from_pid(pid)
     number = h.fileno()
     errors: list[BaseException] = []
-
-    async def waiter() -> None:
-        try:
-            await h.wait()
-        except (ValueError, anyio.ClosedResourceError) as e:
-            errors.append(e)
-
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(waiter)
-            await _blocked_on_lock(h)
-            if queued:
-                tg.start_soon(waiter)
-                await anyio.sleep(SETTLE)
+            await _park_waiters(tg, h, errors, queued)
             await anyio.to_thread.run_sync(h.close)
             assert h.closed
             assert not is_pidfd_link(fd_target(number))
@@ -308,14 +299,19 @@ async def test_close_from_another_thread_wakes_waiting_tasks(
 # --- plain asyncio and trio, without the anyio plugin ------------------------
 
 
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and see it end in ``CancelledError``."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def _asyncio_task_cancel(h: AsyncPidFd) -> None:
     async def main() -> None:
         task = asyncio.ensure_future(h.wait())
         await asyncio.sleep(SETTLE)
         assert h._waiting
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await _cancel(task)
 
     asyncio.run(main())
 
@@ -334,13 +330,9 @@ def _asyncio_cancel_queued(h: AsyncPidFd) -> None:
         await asyncio.sleep(SETTLE)
         second = asyncio.ensure_future(h.wait())
         await asyncio.sleep(SETTLE)
-        second.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await second
+        await _cancel(second)
         assert not first.done()
-        first.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await first
+        await _cancel(first)
 
     asyncio.run(main())
 

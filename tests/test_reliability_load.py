@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import resource
 import signal
 import textwrap
 import time
@@ -26,6 +25,7 @@ import anyio
 import pytest
 
 import _reliability_helpers as rh
+from _helpers import nofile_at_least
 from _reliability_helpers import open_fds, rss_bytes
 from pidfd import AsyncPidFd, ExitInfo, PidFd
 
@@ -165,21 +165,6 @@ async def test_async_soak_no_fd_or_memory_leak(anyio_backend: str) -> None:
     acct.check(done)
 
 
-@contextlib.contextmanager
-def _nofile_at_least(n: int) -> Iterator[None]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= n:
-        yield
-        return
-    if hard != resource.RLIM_INFINITY and hard < n:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below the {n} fds this test needs")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
 @pytest.mark.anyio
 async def test_thousands_of_concurrent_async_waiters(anyio_backend: str) -> None:
     n = STRESS_WAITERS
@@ -187,7 +172,7 @@ async def test_thousands_of_concurrent_async_waiters(anyio_backend: str) -> None
     # all exit at once, while every waiter is parked on its own pidfd.
     r, w = os.pipe()
     pids: list[int] = []
-    with _nofile_at_least(n + 256), _reaping(pids):
+    with nofile_at_least(n + 256), _reaping(pids):
         try:
             cat = rh.spawn_path("cat")
             for _ in range(n):

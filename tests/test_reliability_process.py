@@ -13,15 +13,11 @@ from collections.abc import Iterator
 import pytest
 
 import _reliability_helpers as rh
+from _helpers import REUSE_PID, kernel_at_least
 from _reliability_helpers import Children, is_running, is_unreaped, wait_zombie
 from pidfd import ExitInfo, PidFd
 
 children = rh.children_fixture
-
-
-def _kernel_at_least(major: int, minor: int) -> bool:
-    release = os.uname().release.split("-")[0].split(".")
-    return (int(release[0]), int(release[1])) >= (major, minor)
 
 
 @pytest.fixture
@@ -48,7 +44,7 @@ def test_sigchld_ignored_wait_exit_still_reports(children: Children, sigchld_ign
     pid = children.spawn(["sh", "-c", "sleep 0.1; exit 7"])
     with PidFd.from_pid(pid) as h:
         status = h.wait_exit(timeout=10)
-        if _kernel_at_least(6, 15):
+        if kernel_at_least(6, 15):
             assert status is not None
             assert status.code == 7
         else:
@@ -146,48 +142,16 @@ def test_signal_after_exit_but_before_reap(children: Children) -> None:
 
 # Runs as pid 1 of a fresh pid namespace, where it may steer the next pid
 # (ns_last_pid belongs to that namespace alone) without touching the host.
-PID_REUSE_SCRIPT = textwrap.dedent(
+PID_REUSE_SCRIPT = REUSE_PID + textwrap.dedent(
     r"""
-    import json, os, signal, sys, time
     from pidfd import PidFd
-
-    SLEEP = sys.argv[1]
-    report = {}
-
-    def spawn_sleeper():
-        return os.posix_spawn(SLEEP, [SLEEP, "30"], os.environ)
 
     old = spawn_sleeper()
     handle = PidFd.from_pid(old)
     os.kill(old, signal.SIGKILL)
     os.waitpid(old, 0)  # reaped behind the handle's back: the pid is free
 
-    new = None
-    try:
-        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-            f.write(str(old - 1))
-        new = spawn_sleeper()
-        report["method"] = "ns_last_pid"
-    except OSError:
-        pass
-    if new != old:
-        if new is not None:
-            os.kill(new, signal.SIGKILL)
-            os.waitpid(new, 0)
-        # Cycle through pids until the number comes round again.
-        report["method"] = "cycling"
-        deadline = time.monotonic() + 20
-        forks = 0
-        while forks < 40000 and time.monotonic() < deadline:
-            child = os.fork()
-            if child == 0:
-                os._exit(0)
-            os.waitpid(child, 0)
-            forks += 1
-            if child == old - 1:
-                new = spawn_sleeper()
-                break
-        report["forks"] = forks
+    new = reuse_pid(old, spawn_sleeper, report)
     if new != old:
         report["reused"] = False
         print(json.dumps(report))

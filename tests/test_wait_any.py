@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-import resource
 import subprocess
 
 import pytest
 
 from _beyond import Interrupted, RaisingSignal, proc_state, wait_until
+from _helpers import nofile_at_least
 from pidfd import AsyncPidFd, PidFd, wait_any
 
 N_PROCS = 300
@@ -79,23 +79,21 @@ def test_many_handles_returns_only_exited_in_given_order(sleepers):
 
 def test_thousands_of_handles(procs):
     """Thousands of fds in one poll: many handles on a few processes."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    n = min(4000, soft - 200)
-    if n < 1000:
-        pytest.skip(f"RLIMIT_NOFILE is {soft}, too low for thousands of handles")
-    running, exiting = procs.child(""), procs.child("")
-    handles = [PidFd.from_pid(running.pid if i % 2 else exiting.pid) for i in range(n)]
-    try:
-        with pytest.raises(TimeoutError, match=f"{n} processes"):
-            wait_any(handles, timeout=0.05)
-        exiting.release()
-        done = wait_any(handles, timeout=10)
-        assert done == handles[0::2]
-        assert all(h.pid == exiting.pid for h in done)
-        assert exiting.popen.wait(10) == 0
-    finally:
-        for h in handles:
-            h.close()
+    n = 4000
+    with nofile_at_least(n + 200):
+        running, exiting = procs.child(""), procs.child("")
+        handles = [PidFd.from_pid(running.pid if i % 2 else exiting.pid) for i in range(n)]
+        try:
+            with pytest.raises(TimeoutError, match=f"{n} processes"):
+                wait_any(handles, timeout=0.05)
+            exiting.release()
+            done = wait_any(handles, timeout=10)
+            assert done == handles[0::2]
+            assert all(h.pid == exiting.pid for h in done)
+            assert exiting.popen.wait(10) == 0
+        finally:
+            for h in handles:
+                h.close()
 
 
 def test_already_exited_handles_returned_in_given_order(procs):

@@ -20,10 +20,10 @@ from _beyond import (
     PY,
     Interrupted,
     RaisingSignal,
-    kernel_at_least,
     proc_state,
     wait_until,
 )
+from _helpers import kernel_at_least
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 
 HAS_INFO_EXIT = kernel_at_least(6, 15)

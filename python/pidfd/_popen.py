@@ -142,10 +142,10 @@ class Popen(subprocess.Popen[AnyStr]):
     #: after that, and ``None`` from the start where the kernel or a sandbox
     #: refused ``pidfd_open`` (then everything works as in `subprocess.Popen`).
     pidfd: PidFd | None = None
-    #: The child's ``resource.struct_rusage`` (as ``os.wait4`` returns it)
-    #: once this object has reaped it; ``None`` before, and where something
-    #: else reaped it.
-    rusage: resource.struct_rusage | None = None
+    # What our own reap through the pidfd returned; its rusage is built on
+    # first read (a struct_rusage costs more than the reap itself).
+    _exit_info: ExitInfo | None = None
+    _rusage: resource.struct_rusage | None = None
     #: The decoded :class:`ExitStatus` once the child has been reaped; ``None``
     #: while it runs and where its true status is unknown (then
     #: ``returncode`` is 0, as `subprocess` reports it).
@@ -167,6 +167,20 @@ class Popen(subprocess.Popen[AnyStr]):
     # returns at once without touching our handle. Our own reaps close it
     # the same way, by setting returncode.
     _returncode: int | None = None
+
+    @property
+    def rusage(self) -> resource.struct_rusage | None:
+        """The child's ``resource.struct_rusage`` (as ``os.wait4`` returns it)
+        once this object has reaped it; ``None`` before, and where something
+        else reaped it."""
+        if self._rusage is None and self._exit_info is not None:
+            self._rusage = self._exit_info.rusage
+        return self._rusage
+
+    @rusage.setter
+    def rusage(self, value: resource.struct_rusage | None) -> None:
+        self._exit_info = None
+        self._rusage = value
 
     @property
     def returncode(self) -> int | None:
@@ -274,7 +288,7 @@ class Popen(subprocess.Popen[AnyStr]):
         # Caller holds _waitpid_lock.
         status = info.status
         self.exit_status = status
-        self.rusage = info.rusage
+        self._exit_info = info
         self.returncode = status.returncode  # which closes the pidfd
 
     def _record_reaped_elsewhere(self, handle: PidFd, deadstate: int | None) -> None:
@@ -381,34 +395,32 @@ class Popen(subprocess.Popen[AnyStr]):
         deadline = None if timeout is None else time.monotonic() + timeout
         # What TimeoutExpired reports (only raised when there is a deadline).
         limit = 0.0 if timeout is None else timeout
+        remaining = timeout
         while True:
-            handle = None
+            handle = self.pidfd if self._on_pidfd else None
+            if handle is not None and (remaining is None or remaining > 0):
+                # poll(2) until the pidfd is readable, i.e. the child has
+                # exited (at once if it has): GIL released, signal handlers
+                # run (Ctrl-C raises here, leaving the child unreaped). Never
+                # under the lock, so that poll() in another thread is never
+                # kept waiting.
+                try:
+                    _wait_any((handle,), remaining)
+                except TimeoutError:
+                    pass  # one last look below, then TimeoutExpired
+                except ValueError:
+                    pass  # closed meanwhile by another thread that reaped it
             if self._on_pidfd:
-                # Reap under the lock, but never block while holding it, so
-                # that poll() in another thread is never kept waiting.
                 with self._waitpid_lock:
                     if self.returncode is None and self._on_pidfd:
                         self._reap_nohang(None)
-                    handle = self.pidfd
             if self.returncode is not None:
                 return self.returncode
             remaining = None if deadline is None else deadline - time.monotonic()
             if not self._on_pidfd:
                 return super()._wait(remaining)  # type: ignore[misc, no-any-return]
-            if handle is None:  # pragma: no cover - a reap sets returncode first
-                continue
             if remaining is not None and remaining <= 0:
                 raise subprocess.TimeoutExpired(self.args, limit)
-            try:
-                # poll(2) until the pidfd is readable, i.e. the child has
-                # exited: GIL released, signal handlers run (Ctrl-C raises
-                # here, leaving the child unreaped).
-                _wait_any((handle,), remaining)
-            except TimeoutError:
-                raise subprocess.TimeoutExpired(self.args, limit) from None
-            except ValueError:
-                # Closed meanwhile by another thread that reaped the child.
-                pass
 
     def send_signal(self, sig: int, *, group: bool = False) -> None:
         """Send ``sig`` to the child through its pidfd; nothing once it has exited.

@@ -54,6 +54,11 @@ _current = threading.local()
 _ID_LIMIT = 2**32 - 1
 
 
+def _ids_in_range(gid: int | None, uid: int | None, groups: Any) -> bool:
+    ids = [*(groups or ()), *(x for x in (gid, uid) if x is not None)]
+    return all(0 <= i < _ID_LIMIT for i in ids)
+
+
 def fork_exec(*args: Any) -> int:
     """``_posixsubprocess.fork_exec``, natively where it can (see the module)."""
     request: Request | None = getattr(_current, "request", None)
@@ -84,15 +89,14 @@ def fork_exec(*args: Any) -> int:
         preexec_fn,
         allow_vfork,
     ) = args
-    ids = [*(extra_groups or ()), *(x for x in (gid, uid) if x is not None)]
-    if preexec_fn is not None or not allow_vfork or not all(0 <= i < _ID_LIMIT for i in ids):
+    if preexec_fn is not None or not allow_vfork or not _ids_in_range(gid, uid, extra_groups):
         # An id out of range: the stock call raises its own ValueError.
         return _compat.STOCK_FORK_EXEC(*args)
     spawned = _spawn(
         [os.fsencode(a) for a in argv],
-        list(executable_list),
+        executable_list,
         bool(close_fds),
-        list(pass_fds),
+        pass_fds,
         None if cwd is None else os.fsencode(cwd),
         env_list,
         (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write),
