@@ -485,18 +485,4 @@ impl PidFd {
             ))),
         }
     }
-
-    /// For the async wrapper: `wait_exit()`'s answer without blocking.
-    /// `(True, status)` once settled, `(False, None)` while still running or
-    /// while a non-child zombie may yet be reaped by its parent.
-    fn _exit_status_now(&self) -> PyResult<(bool, Option<ExitStatus>)> {
-        let fd = self.fd()?;
-        if !has_exited(&fd)? {
-            return Ok((false, None));
-        }
-        Ok(match self.exit_state(&fd) {
-            ExitState::Settled(exit) => (true, exit.map(ExitStatus)),
-            ExitState::Pending => (false, None),
-        })
-    }
 }

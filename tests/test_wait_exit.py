@@ -442,3 +442,16 @@ def test_exit_status_non_child_zombie_is_not_settled_until_reaped(lazy_parent):
         wait_until(lambda: proc_state(gpid) == "")
         status = handle.exit_status()
         assert status == (ExitStatus.from_waitstatus(5 << 8) if HAS_INFO_EXIT else None)
+
+
+@pytest.mark.anyio
+async def test_async_exit_status_as_sync(procs):
+    proc = procs.child("sys.exit(3)")
+    with AsyncPidFd.from_pid(proc.pid) as handle:
+        with pytest.raises(TimeoutError, match="still running"):
+            handle.exit_status()
+        proc.release()
+        with anyio.fail_after(10):
+            assert await handle.wait_exit() == ExitStatus.from_waitstatus(3 << 8)
+        assert handle.exit_status() == ExitStatus.from_waitstatus(3 << 8)
+        assert proc.popen.wait(10) == 3

@@ -302,10 +302,10 @@ class AsyncPidFd:
             await self._readable()
             with anyio.move_on_after(_REAP_GRACE):
                 while True:
-                    settled, status = self._open()._exit_status_now()
-                    if settled:
-                        return status
-                    await anyio.sleep(_REAP_POLL)
+                    try:
+                        return self._open().exit_status()
+                    except TimeoutError:  # a zombie its parent has yet to reap
+                        await anyio.sleep(_REAP_POLL)
             return None
         finally:
             self._release()
@@ -317,6 +317,15 @@ class AsyncPidFd:
     def is_alive(self) -> bool:
         """Whether the process is still running."""
         return self._open().is_alive()
+
+    def exit_status(self) -> ExitStatus | None:
+        """How it ended, as :meth:`wait_exit` would say, without waiting.
+
+        See :meth:`PidFd.exit_status`: never blocks, never reaps; ``None``
+        where the status will never be known, ``TimeoutError`` while the
+        answer is not settled.
+        """
+        return self._open().exit_status()
 
     def send_signal(self, sig: int | signal.Signals, *, group: bool = False) -> None:
         """Send ``sig`` (``group=True``: to its group); see :meth:`PidFd.send_signal`."""

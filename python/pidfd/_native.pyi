@@ -207,9 +207,6 @@ class PidFd:
         target.
         """
 
-    def _exit_status_now(self) -> tuple[bool, ExitStatus | None]:
-        """Internal (used by ``AsyncPidFd``): ``wait_exit()``'s answer, without blocking."""
-
 @final
 class ExitInfo:
     """How a child ended, as ``waitid(2)`` reported it when it was reaped.

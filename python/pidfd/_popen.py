@@ -299,12 +299,10 @@ class Popen(subprocess.Popen[AnyStr]):
         `subprocess` does (0, or ``deadstate`` from ``__del__``) and leave
         ``exit_status`` as ``None``.
         """
-        status: ExitStatus | None = None
+        status: ExitStatus | None
         try:
-            settled, status = handle._exit_status_now()
-        except (OSError, ValueError):
-            settled = False
-        if not settled:
+            status = handle.exit_status()
+        except (OSError, ValueError):  # TimeoutError (not settled) included
             status = None
         self.exit_status = status
         if status is not None:

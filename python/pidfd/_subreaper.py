@@ -286,10 +286,9 @@ class Subreaper:
                 info = handle.try_wait()
             except ChildProcessError:
                 # Reaped behind our back: the kernel may still know how it
-                # ended. Either way it is gone, and no longer ours to hold.
-                settled, status = handle._exit_status_now()
-                if not settled:
-                    status = None
+                # ended. Either way it is gone, and no longer ours to hold
+                # (reaped, so the answer is settled: no TimeoutError).
+                status = handle.exit_status()
             else:
                 if info is None:
                     continue

@@ -113,13 +113,17 @@ def _wait_loop(
             # A child's status, or a non-child's once its parent has reaped
             # it (Linux >= 6.15), is final at once; otherwise give the parent
             # REAP_GRACE to reap, then say "unknown" rather than guess.
-            settled, status = handle._exit_status_now()
-            if settled or force or now - since >= REAP_GRACE:
-                pending.remove(entry)
-                report(handle, status)
-                count += 1
-                if reported + count >= want:
-                    break
+            try:
+                status = handle.exit_status()
+            except TimeoutError:
+                if not (force or now - since >= REAP_GRACE):
+                    continue
+                status = None
+            pending.remove(entry)
+            report(handle, status)
+            count += 1
+            if reported + count >= want:
+                break
         return count
 
     try:
