@@ -18,7 +18,7 @@ import select
 import signal
 import time
 import types
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 
@@ -27,7 +27,7 @@ from pidfd._async import _check_timeout
 from pidfd._native import PidFd
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Self
 
 __all__ = ["Cgroup"]
@@ -38,6 +38,7 @@ _CLOSE_WAIT = 5.0
 _FREEZE_WAIT = 1.0
 
 _counter = itertools.count()
+_T = TypeVar("_T")
 
 _DELEGATE_HINT = (
     "delegate it to this user: chown the directory and its cgroup.procs, "
@@ -152,9 +153,12 @@ class Cgroup:
                 base,
             ) from None
         except OSError as e:
-            # EROFS (a read-only cgroup2 mount), EAGAIN (cgroup.max.descendants)...
+            # EROFS (a read-only cgroup2 mount), EAGAIN...
+            limit = ""
+            if e.errno == errno.EAGAIN:
+                limit = " (its cgroup.max.descendants or cgroup.max.depth)"
             raise OSError(
-                e.errno, f"cannot create a cgroup under {base}: {e.strerror}", base
+                e.errno, f"cannot create a cgroup under {base}{limit}: {e.strerror}", base
             ) from None
         self._path = path
         try:
@@ -165,6 +169,7 @@ class Cgroup:
         # Chosen once: cgroup.kill (Linux 5.14) or the freeze-and-signal
         # fallback. Tests set it False to exercise the fallback.
         self._use_kill_file = self._exists("cgroup.kill")
+        self._hosts_us = False
 
     # -- the directory --------------------------------------------------
 
@@ -259,6 +264,37 @@ class Cgroup:
                 errno.ESRCH, f"pid {pid} has exited; it cannot join {self._path}"
             )
 
+    def _spawn_inside(self, spawn: Callable[[], _T]) -> _T:
+        """``spawn()`` with this process inside the cgroup, then back where it was.
+
+        What ``spawn`` starts is born in the cgroup, with no window in which
+        it could fork outside (as ``add()`` after a spawn has), for a spawn
+        that cannot be given the cgroup (``os.posix_spawn``). It moves the
+        whole process, so it is only for a single-threaded one (the CLI).
+        Both moves need write access to our own cgroup's ``cgroup.procs``
+        (the common ancestor), so the second fails only if that changed in
+        between; we are then still inside, :meth:`kill` and :meth:`close`
+        refuse (they would kill us too), and ``OSError`` says so.
+        """
+        home = _own_cgroup_dir()
+        self.add(os.getpid())
+        self._hosts_us = True
+        try:
+            return spawn()
+        finally:
+            fd = os.open(os.path.join(home, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+            finally:
+                os.close(fd)
+            self._hosts_us = False
+
+    def _check_not_hosting(self) -> None:
+        if self._hosts_us:
+            raise OSError(
+                errno.EBUSY, f"this process is still inside {self._path}; it will not kill it"
+            )
+
     def _dirs(self) -> Iterator[str]:
         """This cgroup and every cgroup under it, as paths relative to it, deepest last."""
         yield "."
@@ -293,6 +329,7 @@ class Cgroup:
         Returns how many processes were in it when the kill began. The
         processes may take a moment to leave: see :meth:`wait_empty`.
         """
+        self._check_not_hosting()
         before = self.pids()
         if not before:
             return 0
@@ -431,12 +468,11 @@ class Cgroup:
             if d != ".":
                 with contextlib.suppress(FileNotFoundError):
                     os.rmdir(os.path.join(self._path, d))
+        # Removed first: if rmdir fails, the cgroup stays open (not closed).
+        os.rmdir(self._path)
         fd, self._fd = self._fd, None
-        try:
-            os.rmdir(self._path)
-        finally:
-            if fd is not None:
-                os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
     def close(self) -> None:
         """Kill what is left, wait (a few seconds at most) until empty, remove the cgroup.
@@ -446,6 +482,7 @@ class Cgroup:
         """
         if self._fd is None:
             return
+        self._check_not_hosting()
         if self.populated:
             self.kill()
             with contextlib.suppress(TimeoutError):
@@ -456,6 +493,7 @@ class Cgroup:
         """:meth:`close` with the wait awaited under asyncio or trio."""
         if self._fd is None:
             return
+        self._check_not_hosting()
         if self.populated:
             self.kill()
             with contextlib.suppress(TimeoutError):
