@@ -457,7 +457,7 @@ class Cgroup:
 
     @property
     def pids_peak(self) -> int | None:
-        """Most processes at once (``pids.peak``, Linux 6.1); None without the controller."""
+        """Most processes at once (``pids.peak``); None without the pids controller."""
         return self._single("pids.peak")
 
     # -- the end --------------------------------------------------------
