@@ -239,9 +239,11 @@ class Cgroup:
         """Move a running process (a pid, or anything with ``.pid``) into the cgroup.
 
         Writes its pid to ``cgroup.procs``; all its threads move with it.
-        Pass a handle (:class:`pidfd.PidFd`, :class:`pidfd.Popen`) rather
-        than a number where you have one: it is checked to be alive after
-        the move, so a pid reused in between is not silently taken.
+        A bare number may name another process by then if the one you meant
+        exited and was reaped; a :class:`pidfd.Popen` child cannot be
+        (unreaped, its pid stays its own), and a :class:`pidfd.PidFd` is
+        checked to be alive after the move, so a reused pid raises
+        ``ProcessLookupError`` rather than pass unnoticed.
         """
         pid = process if isinstance(process, int) else process.pid
         if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
