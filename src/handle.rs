@@ -5,16 +5,19 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyResourceWarning, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyResourceWarning, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use crate::args::{
     check_fd, check_signal, extract_bool, extract_int, extract_pid, extract_timeout,
 };
-use crate::errors::{closed, from_io, needs_kernel, os_error};
+use crate::errors::{self, closed};
 use crate::info::ProcessInfo;
-use crate::kernel::{kernel_has_pidfd_thread, kernel_version, no_such_ioctl};
+use crate::kernel::{kernel_version, no_such_ioctl};
+use crate::procfs;
 use crate::results::{ExitInfo, ExitStatus};
 use crate::status::{self, Exit};
 use crate::sys::{self, ChildInfo};
@@ -35,14 +38,6 @@ enum ExitState {
 /// wake-up can lag well past half a second, and answering `None` then would
 /// hide a status the kernel was about to report.
 pub(crate) const REAP_GRACE: Duration = Duration::from_secs(2);
-
-/// Group signals are missing from the running kernel.
-fn needs_group_signals() -> PyErr {
-    needs_kernel(
-        "send_signal(sig, group=True) (PIDFD_SIGNAL_PROCESS_GROUP)",
-        "6.9",
-    )
-}
 
 /// A race-free handle on a process (or, with `thread=True`, one thread).
 ///
@@ -113,12 +108,9 @@ impl PidFd {
                     Some(libc::ECHILD) => {
                         let ours = *reaped;
                         drop(reaped);
-                        return Err(self.no_child_error(fd, ours));
+                        return Err(errors::no_child(self.pid, ours, || self.parent(fd)));
                     }
-                    // Our idtype and options are all valid on any kernel
-                    // that knows P_PIDFD, so EINVAL means it does not.
-                    Some(libc::EINVAL) => return Err(needs_kernel("waitid(P_PIDFD)", "5.4")),
-                    _ => return Err(from_io(&e, format_args!("waitid() on pid {}", self.pid))),
+                    _ => return Err(errors::waitid(&e, self.pid)),
                 },
             }
         }
@@ -126,44 +118,8 @@ impl PidFd {
 
     /// `send_signal(sig, group=True)`: the group this process leads.
     fn signal_group(&self, fd: &OwnedFd, sig: libc::c_int) -> PyResult<()> {
-        let pid = self.pid;
-        let flags = sys::PIDFD_SIGNAL_PROCESS_GROUP;
-        let Err(e) = sys::pidfd_send_signal(fd.as_fd(), sig, flags) else {
-            return Ok(());
-        };
-        Err(match e.raw_os_error() {
-            // The kernel looks for processes whose group id is this pid.
-            Some(libc::ESRCH) => os_error(
-                libc::ESRCH,
-                format!(
-                    "no process is in the process group led by pid {pid}: it leads no group \
-                     (start it with start_new_session=True or process_group=0 to make it \
-                     lead one), or every member has exited; signal {sig} was not sent"
-                ),
-            ),
-            // Before 6.9 any flag is EINVAL; ask without one to be sure the
-            // flag, not the handle or namespace, is what was refused.
-            Some(libc::EINVAL)
-                if !matches!(
-                    sys::pidfd_send_signal(fd.as_fd(), 0, 0),
-                    Err(probe) if probe.raw_os_error() == Some(libc::EINVAL)
-                ) =>
-            {
-                needs_group_signals()
-            }
-            Some(libc::ENOSYS) => needs_group_signals(),
-            Some(libc::EPERM) => os_error(
-                libc::EPERM,
-                format!(
-                    "not permitted to send signal {sig} to any process in the group led by \
-                     pid {pid}"
-                ),
-            ),
-            _ => from_io(
-                &e,
-                format_args!("pidfd_send_signal(pid {pid}, {sig}, PIDFD_SIGNAL_PROCESS_GROUP)"),
-            ),
-        })
+        sys::pidfd_send_signal(fd.as_fd(), sig, sys::PIDFD_SIGNAL_PROCESS_GROUP)
+            .map_err(|e| errors::signal_group(&e, fd.as_fd(), self.pid, sig))
     }
 
     /// The parent of the process, read race-free: `PIDFD_GET_INFO` where the
@@ -176,47 +132,12 @@ impl PidFd {
             // No PIDFD_GET_INFO: before 6.11 the pidfd has no ioctls
             // (ENOTTY); 6.12 (measured) answers an unknown one with EINVAL.
             Err(e) if no_such_ioctl(&e) => {
-                let parent = sys::proc_ppid(self.pid)?;
+                let parent = procfs::proc_ppid(self.pid)?;
                 sys::pidfd_send_signal(fd.as_fd(), 0, 0).ok()?;
                 Some(parent)
             }
             Err(_) => None,
         }
-    }
-
-    /// `ECHILD` from `waitid`: say which of the possible reasons it is;
-    /// `reaped_here` if a `wait()` on this handle reaped the child.
-    fn no_child_error(&self, fd: &OwnedFd, reaped_here: bool) -> PyErr {
-        let pid = self.pid;
-        let me = sys::getpid();
-        let message = if reaped_here {
-            format!(
-                "pid {pid} was already reaped by an earlier wait() on this handle, which \
-                 returned its ExitInfo; a process can be reaped only once"
-            )
-        } else if sys::sigchld_ignored() {
-            format!(
-                "pid {pid} cannot be reaped: SIGCHLD is ignored in this process (SIG_IGN or \
-                 SA_NOCLDWAIT), so the kernel reaps children itself and discards their status; \
-                 restore signal.signal(signal.SIGCHLD, signal.SIG_DFL) before starting \
-                 children, or use wait_exit()"
-            )
-        } else {
-            match self.parent(fd) {
-                Some(parent) if parent != me => format!(
-                    "pid {pid} is not a child of this process (its parent is pid {parent}), so \
-                     wait() and try_wait() cannot reap it; use wait_exit() to wait for any \
-                     process without reaping it"
-                ),
-                _ => format!(
-                    "pid {pid} has already been reaped, by something else in this process \
-                     (os.waitpid(), subprocess, asyncio, or another handle), so its status \
-                     is no longer available to wait(); wait_exit() can still report it \
-                     on Linux >= 6.15"
-                ),
-            }
-        };
-        os_error(libc::ECHILD, message)
     }
 
     fn exit_info(py: Python<'_>, child: ChildInfo, rusage: libc::rusage) -> PyResult<Py<ExitInfo>> {
@@ -318,48 +239,8 @@ impl PidFd {
         let pid = extract_pid(pid)?;
         let thread = thread.map_or(Ok(false), |t| extract_bool(t, "thread"))?;
         let flags = if thread { sys::PIDFD_THREAD } else { 0 };
-        match sys::pidfd_open(pid, flags) {
-            Ok(fd) => Ok(Self::new(fd, pid, thread)),
-            Err(e) => Err(match e.raw_os_error() {
-                Some(libc::ESRCH) => os_error(
-                    libc::ESRCH,
-                    format!(
-                        "no process with pid {pid} (it has exited and been reaped, or never existed)"
-                    ),
-                ),
-                Some(libc::ENOSYS) => needs_kernel("pidfd_open(2)", "5.3"),
-                Some(libc::EINVAL) if thread && !kernel_has_pidfd_thread() => {
-                    needs_kernel("PidFd.from_pid(pid, thread=True) (PIDFD_THREAD)", "6.9")
-                }
-                Some(libc::ENOENT) if thread => os_error(
-                    libc::ENOENT,
-                    format!("{pid} is not a thread id visible to this process"),
-                ),
-                // A thread that is not its group's leader: older kernels say
-                // EINVAL, recent ones (6.18 at least) ENOENT. Anything else
-                // with EINVAL is a process caught between exit and reap (it
-                // has no thread group left): as good as gone, so ESRCH.
-                Some(errno @ (libc::EINVAL | libc::ENOENT)) if !thread => match sys::proc_tgid(pid)
-                {
-                    Some(tgid) if tgid != pid => os_error(
-                        errno,
-                        format!(
-                            "pid {pid} is a thread of process {tgid}, not a process; pass \
-                             {tgid}, or thread=True for a handle on the thread"
-                        ),
-                    ),
-                    _ if errno == libc::EINVAL => os_error(
-                        libc::ESRCH,
-                        format!(
-                            "no process with pid {pid}: it is exiting and being reaped, so no \
-                             pidfd can be opened on it"
-                        ),
-                    ),
-                    _ => from_io(&e, format_args!("pidfd_open({pid})")),
-                },
-                _ => from_io(&e, format_args!("pidfd_open({pid})")),
-            }),
-        }
+        let fd = sys::pidfd_open(pid, flags).map_err(|e| errors::pidfd_open(&e, pid, thread))?;
+        Ok(Self::new(fd, pid, thread))
     }
 
     /// Adopt an existing pidfd, e.g. from `os.pidfd_open()` or received over a
@@ -368,33 +249,7 @@ impl PidFd {
     #[staticmethod]
     fn from_fd(fd: &Bound<'_, PyAny>) -> PyResult<Self> {
         let raw = check_fd(extract_int(fd, "fd")?, "fd")?;
-        let pid = sys::fdinfo_pid(raw).map_err(|e| match e.raw_os_error() {
-            // No /proc/self/fd entry: the number is not an open fd.
-            Some(libc::ENOENT) => os_error(libc::EBADF, format!("fd {raw} is not open")),
-            _ if e.kind() == std::io::ErrorKind::Unsupported => {
-                needs_kernel("PidFd.from_fd() (the pid in a pidfd's fdinfo)", "5.5")
-            }
-            _ => from_io(&e, format_args!("fd {raw}")),
-        })?;
-        let pid = match pid {
-            None => {
-                return Err(PyValueError::new_err(format!(
-                    "fd {raw} is not a pidfd; open one with PidFd.from_pid(pid) or os.pidfd_open(pid)"
-                )));
-            }
-            Some(-1) => {
-                return Err(os_error(
-                    libc::ESRCH,
-                    format!("pidfd {raw} refers to a process that has already been reaped"),
-                ));
-            }
-            Some(0) => {
-                return Err(PyValueError::new_err(format!(
-                    "pidfd {raw} refers to a process outside this process's pid namespace"
-                )));
-            }
-            Some(pid) => pid,
-        };
+        let pid = errors::adopted_pid(raw, procfs::fdinfo_pid(raw))?;
         let thread = sys::fd_flags(raw).is_ok_and(|f| f & libc::O_EXCL != 0);
         Ok(Self::new(sys::adopt_fd(raw), pid, thread))
     }
@@ -415,42 +270,8 @@ impl PidFd {
             )));
         };
         let raw = check_fd(raw, "sock")?;
-        let fd = sys::peer_pidfd(raw).map_err(|e| match e.raw_os_error() {
-            // SOL_SOCKET options are handled by the core socket code for
-            // every family: an unknown option number means an older kernel.
-            // A socket without peer credentials (TCP, unconnected) is ENODATA.
-            Some(libc::ENOPROTOOPT) => {
-                needs_kernel("PidFd.from_socket_peer() (SO_PEERPIDFD)", "6.5")
-            }
-            Some(libc::ENODATA) => os_error(
-                libc::ENODATA,
-                format!("fd {raw} has no peer process: it must be a connected AF_UNIX socket"),
-            ),
-            // A peer that exited and was reaped: ESRCH on recent kernels
-            // (7.2); Debian's 6.12 answers EINVAL (no thread group left to
-            // open a pidfd on), as the socket and option are valid here.
-            Some(libc::ESRCH | libc::EINVAL) => os_error(
-                libc::ESRCH,
-                format!("the peer of socket fd {raw} has already exited and been reaped"),
-            ),
-            _ => from_io(&e, format_args!("getsockopt(SO_PEERPIDFD) on fd {raw}")),
-        })?;
-        let pid = match sys::fdinfo_pid(fd.as_raw_fd()) {
-            Ok(Some(pid)) if pid > 0 => pid,
-            Ok(Some(-1)) => {
-                return Err(os_error(
-                    libc::ESRCH,
-                    format!("the peer of socket fd {raw} has already exited and been reaped"),
-                ));
-            }
-            Ok(_) => {
-                return Err(os_error(
-                    libc::ESRCH,
-                    format!("the peer of socket fd {raw} is outside this process's pid namespace"),
-                ));
-            }
-            Err(e) => return Err(from_io(&e, "reading the peer's pidfd")),
-        };
+        let fd = sys::peer_pidfd(raw).map_err(|e| errors::peer_pidfd(&e, raw))?;
+        let pid = errors::peer_pid(raw, procfs::fdinfo_pid(fd.as_raw_fd()))?;
         Ok(Self::new(fd, pid, false))
     }
 
@@ -557,22 +378,11 @@ impl PidFd {
     fn send_signal(&self, sig: &Bound<'_, PyAny>, group: bool) -> PyResult<()> {
         let sig = check_signal(extract_int(sig, "sig")?)?;
         let fd = self.fd()?;
-        let pid = self.pid;
         if group {
             return self.signal_group(&fd, sig);
         }
-        sys::pidfd_send_signal(fd.as_fd(), sig, 0).map_err(|e| match e.raw_os_error() {
-            Some(libc::ESRCH) => os_error(
-                libc::ESRCH,
-                format!("pid {pid} has exited; signal {sig} was not sent"),
-            ),
-            Some(libc::ENOSYS) => needs_kernel("pidfd_send_signal(2)", "5.1"),
-            Some(libc::EPERM) => os_error(
-                libc::EPERM,
-                format!("not permitted to send signal {sig} to pid {pid}"),
-            ),
-            _ => from_io(&e, format_args!("pidfd_send_signal(pid {pid}, {sig})")),
-        })
+        sys::pidfd_send_signal(fd.as_fd(), sig, 0)
+            .map_err(|e| errors::send_signal(&e, self.pid, sig))
     }
 
     /// Send `SIGKILL`.
@@ -626,56 +436,16 @@ impl PidFd {
     /// Linux ≥ 6.13).
     fn info(&self, py: Python<'_>) -> PyResult<ProcessInfo> {
         let fd = self.fd()?;
-        let want = sys::PIDFD_INFO_PID
-            | sys::PIDFD_INFO_CREDS
-            | sys::PIDFD_INFO_CGROUPID
-            | sys::PIDFD_INFO_EXIT
-            | sys::PIDFD_INFO_COREDUMP
-            | sys::PIDFD_INFO_COREDUMP_SIGNAL
-            | sys::PIDFD_INFO_COREDUMP_CODE
-            | sys::PIDFD_INFO_SUPPORTED_MASK;
-        // A kernel ignores the bits it does not know: each field below is
-        // filled only when the kernel sets its bit in the answer.
-        let info = sys::pidfd_get_info(fd.as_fd(), want).map_err(|e| match e.raw_os_error() {
-            _ if no_such_ioctl(&e) => needs_kernel("PidFd.info() (PIDFD_GET_INFO)", "6.13"),
-            Some(libc::ESRCH) => os_error(
-                libc::ESRCH,
-                format!(
-                    "pid {} has been reaped and this kernel keeps nothing about it; \
-                     PIDFD_INFO_EXIT needs Linux >= 6.15",
-                    self.pid
-                ),
-            ),
-            _ => from_io(&e, format_args!("PIDFD_GET_INFO on pid {}", self.pid)),
-        })?;
-        let has = |bit| info.mask & bit != 0;
-        let exit = if has(sys::PIDFD_INFO_EXIT) {
-            Some(Exit(info.exit_code))
-        } else {
+        let info = sys::pidfd_get_info(fd.as_fd(), ProcessInfo::REQUEST)
+            .map_err(|e| errors::get_info(&e, self.pid))?;
+        // A zombie child's status is there to peek even where the kernel
+        // does not report it (before 6.15, or until the child is reaped).
+        let peeked = if info.mask & sys::PIDFD_INFO_EXIT == 0 {
             self.peek_child_exit(&fd)
+        } else {
+            None
         };
-        let pid = has(sys::PIDFD_INFO_PID);
-        let creds = has(sys::PIDFD_INFO_CREDS);
-        let opt = |present: bool, v: u32| present.then_some(v);
-        Ok(ProcessInfo {
-            pid: self.pid,
-            tgid: opt(pid, info.tgid),
-            ppid: opt(pid, info.ppid),
-            ruid: opt(creds, info.ruid),
-            euid: opt(creds, info.euid),
-            suid: opt(creds, info.suid),
-            fsuid: opt(creds, info.fsuid),
-            rgid: opt(creds, info.rgid),
-            egid: opt(creds, info.egid),
-            sgid: opt(creds, info.sgid),
-            fsgid: opt(creds, info.fsgid),
-            cgroupid: has(sys::PIDFD_INFO_CGROUPID).then_some(info.cgroupid),
-            exit_status: exit.map(|e| Py::new(py, ExitStatus(e))).transpose()?,
-            coredump_mask: has(sys::PIDFD_INFO_COREDUMP).then_some(info.coredump_mask),
-            coredump_signal: has(sys::PIDFD_INFO_COREDUMP_SIGNAL).then_some(info.coredump_signal),
-            coredump_code: has(sys::PIDFD_INFO_COREDUMP_CODE).then_some(info.coredump_code),
-            supported_mask: has(sys::PIDFD_INFO_SUPPORTED_MASK).then_some(info.supported_mask),
-        })
+        ProcessInfo::new(py, self.pid, &info, peeked)
     }
 
     /// Duplicate the target process's file descriptor `fd` into this process
@@ -684,30 +454,35 @@ impl PidFd {
     fn getfd(&self, fd: &Bound<'_, PyAny>) -> PyResult<i32> {
         let target = check_fd(extract_int(fd, "fd")?, "fd")?;
         let pidfd = self.fd()?;
-        let pid = self.pid;
-        match sys::pidfd_getfd(pidfd.as_fd(), target) {
-            Ok(new) => Ok(sys::release_fd(new)),
-            Err(e) => Err(match e.raw_os_error() {
-                Some(libc::EPERM) => os_error(
-                    libc::EPERM,
-                    format!(
-                        "not permitted to take fd {target} from pid {pid}: pidfd_getfd needs \
-                         ptrace access (same user and a permissive kernel.yama.ptrace_scope, \
-                         or CAP_SYS_PTRACE)"
-                    ),
-                ),
-                // An exited process has closed all its fds: 5.10 says EBADF
-                // where later kernels say ESRCH, so ask which it is.
-                Some(libc::EBADF) if has_exited(&pidfd).unwrap_or(false) => {
-                    os_error(libc::ESRCH, format!("pid {pid} has exited"))
-                }
-                Some(libc::EBADF) => {
-                    os_error(libc::EBADF, format!("pid {pid} has no open fd {target}"))
-                }
-                Some(libc::ESRCH) => os_error(libc::ESRCH, format!("pid {pid} has exited")),
-                Some(libc::ENOSYS) => needs_kernel("pidfd_getfd(2)", "5.6"),
-                _ => from_io(&e, format_args!("pidfd_getfd(pid {pid}, fd {target})")),
-            }),
+        let new = sys::pidfd_getfd(pidfd.as_fd(), target).map_err(|e| {
+            errors::getfd(&e, self.pid, target, || has_exited(&pidfd).unwrap_or(false))
+        })?;
+        Ok(sys::release_fd(new))
+    }
+
+    /// How the process ended, as `wait_exit()` would answer, but without
+    /// waiting: never blocks, never reaps, child or not.
+    ///
+    /// Returns its `ExitStatus` where the kernel can tell, or `None` where
+    /// it never will; while the answer is not settled yet, `TimeoutError`:
+    /// the process is still running, or it is a zombie that is not our child
+    /// and whose parent has yet to reap it, on a kernel (Linux ≥ 6.15) that
+    /// reports the status once it does.
+    fn exit_status(&self) -> PyResult<Option<ExitStatus>> {
+        let fd = self.fd()?;
+        if !has_exited(&fd)? {
+            return Err(PyTimeoutError::new_err(format!(
+                "pid {} is still running; its exit status is not known yet",
+                self.pid
+            )));
+        }
+        match self.exit_state(&fd) {
+            ExitState::Settled(exit) => Ok(exit.map(ExitStatus)),
+            ExitState::Pending => Err(PyTimeoutError::new_err(format!(
+                "pid {} has exited but its parent has not reaped it yet; its exit status \
+                 is known once it does",
+                self.pid
+            ))),
         }
     }
 

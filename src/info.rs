@@ -3,6 +3,8 @@
 use pyo3::prelude::*;
 
 use crate::results::ExitStatus;
+use crate::status::Exit;
+use crate::sys::{self, PidfdInfo};
 
 /// What `PIDFD_GET_INFO` reported. Fields the kernel did not report are
 /// `None`: once a process has been reaped only `cgroupid` and `exit_status`
@@ -45,6 +47,59 @@ pub struct ProcessInfo {
     pub(crate) coredump_code: Option<u32>,
     /// The `PIDFD_INFO_*` bits this kernel knows (kernels after 6.18).
     pub(crate) supported_mask: Option<u64>,
+}
+
+impl ProcessInfo {
+    /// The `PIDFD_INFO_*` bits `PidFd.info()` asks for. A kernel ignores the
+    /// bits it does not know: each field is filled only when the kernel sets
+    /// its bit in the answer.
+    pub(crate) const REQUEST: u64 = sys::PIDFD_INFO_PID
+        | sys::PIDFD_INFO_CREDS
+        | sys::PIDFD_INFO_CGROUPID
+        | sys::PIDFD_INFO_EXIT
+        | sys::PIDFD_INFO_COREDUMP
+        | sys::PIDFD_INFO_COREDUMP_SIGNAL
+        | sys::PIDFD_INFO_COREDUMP_CODE
+        | sys::PIDFD_INFO_SUPPORTED_MASK;
+
+    /// The kernel's answer for `pid`, a field wherever its bit is set.
+    /// `peeked` is the exit status learned another way (a zombie child's,
+    /// with `WNOWAIT`), used where the answer carries none.
+    pub(crate) fn new(
+        py: Python<'_>,
+        pid: i32,
+        info: &PidfdInfo,
+        peeked: Option<Exit>,
+    ) -> PyResult<Self> {
+        let has = |bit| info.mask & bit != 0;
+        let exit = if has(sys::PIDFD_INFO_EXIT) {
+            Some(Exit(info.exit_code))
+        } else {
+            peeked
+        };
+        let ids = has(sys::PIDFD_INFO_PID);
+        let creds = has(sys::PIDFD_INFO_CREDS);
+        let opt = |present: bool, v: u32| present.then_some(v);
+        Ok(Self {
+            pid,
+            tgid: opt(ids, info.tgid),
+            ppid: opt(ids, info.ppid),
+            ruid: opt(creds, info.ruid),
+            euid: opt(creds, info.euid),
+            suid: opt(creds, info.suid),
+            fsuid: opt(creds, info.fsuid),
+            rgid: opt(creds, info.rgid),
+            egid: opt(creds, info.egid),
+            sgid: opt(creds, info.sgid),
+            fsgid: opt(creds, info.fsgid),
+            cgroupid: has(sys::PIDFD_INFO_CGROUPID).then_some(info.cgroupid),
+            exit_status: exit.map(|e| Py::new(py, ExitStatus(e))).transpose()?,
+            coredump_mask: has(sys::PIDFD_INFO_COREDUMP).then_some(info.coredump_mask),
+            coredump_signal: has(sys::PIDFD_INFO_COREDUMP_SIGNAL).then_some(info.coredump_signal),
+            coredump_code: has(sys::PIDFD_INFO_COREDUMP_CODE).then_some(info.coredump_code),
+            supported_mask: has(sys::PIDFD_INFO_SUPPORTED_MASK).then_some(info.supported_mask),
+        })
+    }
 }
 
 #[pymethods]

@@ -2,13 +2,13 @@
 
 use std::sync::OnceLock;
 
-use crate::sys;
+use crate::{procfs, sys};
 
 /// `(major, minor)` of the running kernel, read once.
 pub(crate) fn kernel_version() -> (u32, u32) {
     static VERSION: OnceLock<(u32, u32)> = OnceLock::new();
     *VERSION.get_or_init(|| {
-        let release = sys::kernel_release();
+        let release = procfs::kernel_release();
         let mut parts = release
             .split(|c: char| !c.is_ascii_digit())
             .filter_map(|p| p.parse().ok());

@@ -1,15 +1,17 @@
 //! `pidfd._native`: the PyO3 layer over [`sys`] and [`status`].
 //!
 //! One concern a file:
-//! - `sys.rs`: every system call, and the only `unsafe` code;
+//! - `sys/`: every system call, and the only `unsafe` code;
+//! - `procfs.rs`: safe reads of `/proc` (one `/proc/PID/stat` parser);
 //! - `status.rs`: pure decoding of exit statuses (unit-tested in Rust);
-//! - `errors.rs`: errno → the Python exception users expect;
+//! - `errors.rs`: errno → the Python exception users expect, one function
+//!   per system call;
 //! - `args.rs`: checking Python arguments before they reach a syscall;
 //! - `kernel.rs`: what the running kernel is and knows;
 //! - `wait.rs`: the interruptible, GIL-releasing blocking wait;
 //! - `handle.rs`: the `PidFd` class;
 //! - `results.rs`: `ExitInfo` and `ExitStatus`;
-//! - `info.rs`: `ProcessInfo`;
+//! - `info.rs`: `ProcessInfo`, built from the kernel's answer;
 //! - `wait_any.rs`: `wait_any()`;
 //! - `subreaper.rs`: the `PR_SET_CHILD_SUBREAPER` switch;
 //! - this file: the module itself.
@@ -25,6 +27,7 @@ pub mod errors;
 mod handle;
 mod info;
 mod kernel;
+mod procfs;
 mod results;
 mod spawn;
 pub mod status;

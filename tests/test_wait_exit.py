@@ -385,3 +385,60 @@ async def test_async_wait_exit_non_child_zombie_left_unreaped(lazy_parent):
         with anyio.fail_after(10):
             status = await handle.wait_exit()
         assert status == (ExitStatus.from_waitstatus(5 << 8) if HAS_INFO_EXIT else None)
+
+
+# --- exit_status: wait_exit()'s answer, without waiting ----------------------
+
+
+def test_exit_status_while_running_raises_timeout_and_reaps_nothing(procs, kind):
+    proc = procs.start(kind, "")
+    with PidFd.from_pid(proc.pid) as handle:
+        with pytest.raises(TimeoutError, match=rf"pid {proc.pid} is still running"):
+            handle.exit_status()
+        handle.kill()
+        assert handle.wait_exit(10) is not None or not HAS_INFO_EXIT
+        status = handle.exit_status()
+        if kind == "child":
+            # A zombie child, peeked: still there for its owner to reap.
+            assert proc_state(proc.pid) == "Z"
+            assert status == ExitStatus.from_waitstatus(signal.SIGKILL)
+            assert proc.popen.wait(10) == -signal.SIGKILL
+        else:
+            assert status == (ExitStatus.from_waitstatus(signal.SIGKILL) if HAS_INFO_EXIT else None)
+
+
+def test_exit_status_child_reaped_by_someone_else(procs):
+    proc = procs.child("sys.exit(9)")
+    with PidFd.from_pid(proc.pid) as handle:
+        proc.release()
+        _, waitstatus = os.waitpid(proc.pid, 0)
+        # Reaped: settled at once, the true status or None, never 0.
+        status = handle.exit_status()
+        assert status == (ExitStatus.from_waitstatus(waitstatus) if HAS_INFO_EXIT else None)
+
+
+def test_exit_status_on_closed_handle_raises(procs):
+    proc = procs.child("")
+    handle = PidFd.from_pid(proc.pid)
+    handle.close()
+    with pytest.raises(ValueError, match="closed"):
+        handle.exit_status()
+
+
+@pytest.mark.thread_unsafe(reason="reads its fixture process's one line")
+def test_exit_status_non_child_zombie_is_not_settled_until_reaped(lazy_parent):
+    gpid = int(lazy_parent.stdout.readline())
+    with PidFd.from_pid(gpid) as handle:
+        wait_until(lambda: proc_state(gpid) == "Z")
+        if HAS_INFO_EXIT:
+            # Exited, but the status comes once its parent reaps it.
+            with pytest.raises(TimeoutError, match="has exited but its parent has not reaped"):
+                handle.exit_status()
+        else:
+            assert handle.exit_status() is None
+        lazy_parent.stdin.write("x")
+        lazy_parent.stdin.flush()
+        assert lazy_parent.stdout.readline() == "5\n"
+        wait_until(lambda: proc_state(gpid) == "")
+        status = handle.exit_status()
+        assert status == (ExitStatus.from_waitstatus(5 << 8) if HAS_INFO_EXIT else None)

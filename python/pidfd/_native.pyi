@@ -175,6 +175,27 @@ class PidFd:
         status. ``TimeoutError`` after ``timeout`` seconds.
         """
 
+    def exit_status(self) -> ExitStatus | None:
+        """How the process ended, as :meth:`wait_exit` would say, without waiting.
+
+        Never blocks and never reaps; works for any process, not only
+        children. Returns its :class:`ExitStatus` where the kernel can tell,
+        ``None`` where it never will (the status was discarded, or this
+        kernel cannot report it) -- never a made-up status. While the answer
+        is not settled, raises ``TimeoutError``: the process is still
+        running, or it is a zombie that is not our child and whose parent has
+        yet to reap it (Linux >= 6.15 reports the status once it does).
+
+        Example::
+
+            try:
+                status = handle.exit_status()
+            except TimeoutError:
+                ...  # still running: ask again later, or wait_exit()
+            else:
+                print("unknown" if status is None else status.returncode)
+        """
+
     def info(self) -> ProcessInfo:
         """What the kernel knows about the process (``PIDFD_GET_INFO``, Linux >= 6.13)."""
 
