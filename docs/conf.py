@@ -67,6 +67,8 @@ nitpick_ignore = [
     ("py:class", "_Cmd"),
     ("py:class", "StrOrBytesPath"),
     ("py:class", "_T"),
+    # Cgroup.add()'s "anything with .pid" protocol (private).
+    ("py:class", "pidfd._cgroup._HasPid"),
 ]
 python_use_unqualified_type_names = True
 

@@ -36,6 +36,7 @@ from subprocess import (
 
 from pidfd._async import AsyncPidFd
 from pidfd._calls import call, check_call, check_output
+from pidfd._cgroup import Cgroup
 from pidfd._native import (
     ExitInfo,
     ExitStatus,
@@ -58,6 +59,7 @@ __all__ = [
     "STDOUT",
     "AsyncPidFd",
     "CalledProcessError",
+    "Cgroup",
     "CompletedProcess",
     "ExitInfo",
     "ExitStatus",

@@ -2,15 +2,24 @@
 
 Only what a pidfd cannot tell: which processes are our children (for
 :class:`pidfd.Subreaper`), our controlling terminal (for the CLI's status
-line), and which process a thread id belongs to (for the CLI's advice).
+line), which process a thread id belongs to (for the CLI's advice), and
+where our cgroup v2 lives (for :class:`pidfd.Cgroup`).
 A pid read here is only a hint: whoever acts on it opens a pidfd first.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
-__all__ = ["children", "controlling_tty", "stat_fields", "thread_group"]
+__all__ = [
+    "children",
+    "controlling_tty",
+    "mounts",
+    "own_cgroup2",
+    "stat_fields",
+    "thread_group",
+]
 
 
 def stat_fields(pid: int | str = "self") -> list[str] | None:
@@ -89,5 +98,41 @@ def thread_group(tid: int) -> int | None:
                 if line.startswith("Tgid:"):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _unescape_mount_field(field: str) -> str:
+    """A mountinfo path field with the kernel's octal escapes (``\\040``) undone."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts() -> list[tuple[str, str, str]]:
+    """``(mount point, root within the filesystem, fs type)`` of each mount.
+
+    From ``/proc/self/mountinfo`` (proc(5)): field 4 is the root, field 5
+    the mount point, and the fs type follows the ``-`` separator.
+    """
+    found: list[tuple[str, str, str]] = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            try:
+                sep = fields.index("-", 6)
+                root, point, fstype = fields[3], fields[4], fields[sep + 1]
+            except (ValueError, IndexError):
+                continue
+            found.append((_unescape_mount_field(point), _unescape_mount_field(root), fstype))
+    return found
+
+
+def own_cgroup2() -> str | None:
+    """This process's cgroup v2 path (the ``0::/path`` line), or None on v1 only."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].rstrip("\n")
+    except FileNotFoundError:
         return None
     return None

@@ -124,11 +124,15 @@ exit status:
 With --kill-tree, pidfd run is a child subreaper (PR_SET_CHILD_SUBREAPER)
 while the command runs: whatever the command leaves behind is re-parented
 to pidfd instead of init, so it can be found and ended after the command.
+It also runs the command in a transient cgroup where one can be made (as
+--cgroup), which ends whatever the walk could not find; where none can be
+made it says why in one line and ends the tree by the walk alone.
 
 examples:
   pidfd run -- python3 -c "print('hello')"
   pidfd run --timeout 10 --kill-after 2 -- make test
   pidfd run --kill-tree --kill-after 1s -- ./test-with-helper-daemons.sh
+  pidfd run --cgroup -- ./starts-a-daemon.sh
   pidfd run --json -- sort big.txt -o sorted.txt
 """
 
@@ -193,7 +197,7 @@ def build_parser() -> Parser:
         "run",
         help="run a command, forward signals to it, report its exit and resource usage",
         usage="%(prog)s [-h] [--timeout DURATION] [--kill-after DURATION]\n"
-        "                 [--kill-tree] [--preserve-status] [--json]\n"
+        "                 [--kill-tree] [--cgroup] [--preserve-status] [--json]\n"
         "                 [--progress | --no-progress] -- CMD [ARG...]",
         description="Start CMD, wait for it on a pidfd and report how it ended (exit\n"
         "code or signal, core dump) and its resource usage (CPU time, max RSS,\n"
@@ -225,6 +229,15 @@ def build_parser() -> Parser:
         "left behind, daemons that left its group or session included: SIGTERM, then "
         "SIGKILL after --kill-after; all are reaped before pidfd exits, and the report "
         "says how many there were and how they ended",
+    )
+    run.add_argument(
+        "--cgroup",
+        action="store_true",
+        help="run the command and everything it starts in a transient cgroup v2 "
+        "under pidfd's own; when the command ends (or on --timeout or a signal) "
+        "everything still in it is killed at once (cgroup.kill), however it forked, "
+        "and the cgroup removed; the report adds the tree's CPU time, peak memory "
+        "(where the memory controller is enabled) and how many were killed",
     )
     run.add_argument(
         "--preserve-status",

@@ -183,6 +183,47 @@ class TreeReport:
         }
 
 
+@dataclass(frozen=True)
+class CgroupReport:
+    """The tree's totals from its transient cgroup (--cgroup), read before removal.
+
+    ``None`` where the kernel does not keep the number: peak memory needs
+    the memory controller enabled for the cgroup (``memory.peak``), peak
+    processes the pids controller (``pids.peak``).
+    """
+
+    path: str
+    cpu_usage_usec: int | None
+    memory_peak: int | None
+    pids_peak: int | None
+    #: Processes still in the cgroup when the command ended, all SIGKILLed.
+    killed: int
+    removed: bool
+
+    def to_json(self) -> JSON:
+        usec = self.cpu_usage_usec
+        return {
+            "path": self.path,
+            "cpu_s": None if usec is None else seconds(usec / 1e6),
+            "memory_peak_bytes": self.memory_peak,
+            "pids_peak": self.pids_peak,
+            "killed": self.killed,
+            "removed": self.removed,
+        }
+
+    def lines(self) -> list[str]:
+        usec = self.cpu_usage_usec
+        cpu = "unknown" if usec is None else f"{seconds(usec / 1e6):.3f} s"
+        mem = self.memory_peak
+        peak = "unknown (no memory controller)" if mem is None else f"{mem // 1024} KiB"
+        gone = "" if self.removed else " (the cgroup could not be removed)"
+        return [
+            f"  tree (cgroup) killed:      {self.killed}{gone}",
+            f"  tree CPU time:             {cpu}",
+            f"  tree peak memory:          {peak}",
+        ]
+
+
 def _command(cmd: list[str]) -> list[str]:
     return [printable(arg) for arg in cmd]
 
@@ -198,6 +239,7 @@ class RunReport:
     exit_status: int
     supervision: Supervision
     tree: TreeReport | None
+    cgroup: CgroupReport | None = None
 
     @property
     def command_exit_status(self) -> int:
@@ -232,6 +274,7 @@ class RunReport:
                 "block_output_ops": ru.ru_oublock,
             },
             "kill_tree": None if self.tree is None else self.tree.to_json(),
+            "cgroup": None if self.cgroup is None else self.cgroup.to_json(),
         }
 
     def format(self) -> str:
@@ -247,6 +290,8 @@ class RunReport:
         lines += [s.format() for s in sup.received]
         if self.tree is not None:
             lines.append(f"  descendants left behind:   {self.tree.format()}")
+        if self.cgroup is not None:
+            lines += self.cgroup.lines()
         # From the JSON's rounded seconds, so that both say the same.
         lines += [
             f"  command:                   {shlex.join(_command(self.command))}",

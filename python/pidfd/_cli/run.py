@@ -17,7 +17,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from pidfd import PidFd, Subreaper
+from pidfd import Cgroup, PidFd, Subreaper
 from pidfd._cli.parser import (
     RUN_FAILED,
     RUN_NOT_EXECUTABLE,
@@ -26,6 +26,7 @@ from pidfd._cli.parser import (
     Outcome,
 )
 from pidfd._cli.report import (
+    CgroupReport,
     RunReport,
     SignalReceived,
     StartFailure,
@@ -93,6 +94,20 @@ def _run_signals(args: argparse.Namespace, cmd: list[str], out: Output) -> Outco
         # With --kill-tree, leaving this block closes the Subreaper: already
         # done by _run_blocked, unless something failed first.
         with contextlib.ExitStack() as stack:
+            cg: Cgroup | None = None
+            if args.cgroup or args.kill_tree:
+                try:
+                    cg = Cgroup()
+                except (OSError, ValueError) as exc:
+                    # Cgroup's messages name the path already.
+                    why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+                    if args.cgroup:
+                        out.err(f"--cgroup: {why}")
+                        return Outcome(RUN_FAILED)
+                    out.err(f"--kill-tree: no cgroup ({why}); ending the tree by the walk alone")
+                else:
+                    # On the way out of a failure: kill what is in it, remove it.
+                    stack.callback(_drop_cgroup, cg)
             reaper: Subreaper | None = None
             if args.kill_tree:
                 try:
@@ -102,7 +117,7 @@ def _run_signals(args: argparse.Namespace, cmd: list[str], out: Output) -> Outco
                 except OSError as exc:
                     out.err(f"--kill-tree: cannot become a child subreaper: {exc}")
                     return Outcome(RUN_FAILED)
-            return _run_blocked(args, cmd, out, forwarded, watched, old_mask, reaper)
+            return _run_blocked(args, cmd, out, forwarded, watched, old_mask, reaper, cg)
     finally:
         # A signal that came after the command ended was meant for it: drop
         # it rather than let it kill us on unblocking and lose the status.
@@ -130,10 +145,12 @@ def _run_blocked(
     watched: set[signal.Signals],
     old_mask: Iterable[int],
     reaper: Subreaper | None,
+    cg: Cgroup | None,
 ) -> Outcome:
     started = time.monotonic()
-    try:
-        pid = os.posix_spawnp(
+
+    def spawn() -> int:
+        return os.posix_spawnp(
             cmd[0],
             cmd,
             os.environ,
@@ -143,6 +160,11 @@ def _run_blocked(
             setsigmask=old_mask,
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
         )
+
+    try:
+        # posix_spawn cannot be given a cgroup: we step into it for the
+        # spawn, so the command is born there and cannot fork outside first.
+        pid = spawn() if cg is None else cg._spawn_inside(spawn)
     except OSError as exc:
         failure = _spawn_failure(cmd, exc)
         out.err(failure.format())
@@ -166,12 +188,15 @@ def _run_blocked(
     took = time.monotonic() - started
     # The command is reaped: everything it left is re-parented to us.
     tree = None if reaper is None else _end_tree(reaper, forwarded)
+    # Then whatever is still in the cgroup (all of the tree without
+    # --kill-tree, what escaped the walk with it) is killed at once.
+    totals = None if cg is None else _end_cgroup(cg, out)
     out.clear()
     status = info.status
     exit_status = shell_status(status)
     if sup.timed_out and not args.preserve_status:
         exit_status = RUN_TIMED_OUT
-    report = RunReport(cmd, info, took, exit_status, sup, tree)
+    report = RunReport(cmd, info, took, exit_status, sup, tree, totals)
     emit_run_report(report, as_json=args.json)
     # Killed by a signal: die by it too (timeout(1) does the same), except
     # after our own --timeout, whose status says "timed out" instead.
@@ -276,6 +301,29 @@ def _end_tree(reaper: Subreaper, forwarded: set[signal.Signals]) -> TreeReport:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return TreeReport.of(reaper)
+
+
+def _end_cgroup(cg: Cgroup, out: Output) -> CgroupReport:
+    """SIGKILL all that is left in the cgroup, read its totals, remove it.
+
+    Bounded: the kill is immediate (cgroup.kill), and close() waits a few
+    seconds at most for the processes to leave. Signals stay blocked
+    meanwhile; one that comes is dropped at the end, as after the command.
+    """
+    killed = cg.kill()
+    with contextlib.suppress(TimeoutError):
+        cg.wait_empty(timeout=5.0)
+    totals = (cg.cpu_usage_usec, cg.memory_peak, cg.pids_peak)
+    try:
+        cg.close()
+    except OSError as exc:
+        out.err(f"cannot remove the cgroup {cg.path}: {exc}")
+    return CgroupReport(cg.path, *totals, killed=killed, removed=cg.closed)
+
+
+def _drop_cgroup(cg: Cgroup) -> None:
+    with contextlib.suppress(OSError):
+        cg.close()
 
 
 def _same_pgrp(pid: int, pgrp: int) -> bool:
