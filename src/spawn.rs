@@ -88,6 +88,15 @@ impl Drop for ExecStatus {
     }
 }
 
+/// The child's lifetime settings where the stock spawn started it: called
+/// from the `preexec_fn` that `pidfd._spawn` wraps around the caller's, with
+/// the spawning process's pid (`die_with_parent`), 0 for none.
+#[pyfunction]
+pub fn _child_lifetime(parent: i32) -> PyResult<()> {
+    crate::sys::child_lifetime(parent)?;
+    Ok(())
+}
+
 /// Spawn through `clone3(CLONE_PIDFD)`; see the module docs.
 ///
 /// `chdir_marker`: report a failed `chdir` as `noexec:chdir`, as CPython
@@ -96,9 +105,11 @@ impl Drop for ExecStatus {
 /// `wait_exec`, returns once the child has exec'd (its failure is on
 /// `errpipe_read`, for `subprocess` to read) and the third item is `None`;
 /// without, at once, the child reporting on a pipe of its own (an
-/// [`ExecStatus`]) after closing `errpipe_write`.
+/// [`ExecStatus`]) after closing `errpipe_write`. `die_with_parent`: the
+/// child gets `PR_SET_PDEATHSIG(SIGKILL)` and ends at once if this process
+/// died before that (see `sys::child`).
 #[pyfunction]
-#[pyo3(signature = (argv, executables, close_fds, keep, cwd, env, fds, restore_signals, setsid, pgid, gid, groups, uid, umask, wait_exec, chdir_marker))]
+#[pyo3(signature = (argv, executables, close_fds, keep, cwd, env, fds, restore_signals, setsid, pgid, gid, groups, uid, umask, wait_exec, chdir_marker, *, die_with_parent = false))]
 // The flat signature mirrors _posixsubprocess.fork_exec, whose arguments the
 // Python side passes on one for one.
 #[allow(
@@ -124,6 +135,7 @@ pub fn _spawn(
     umask: i32,
     wait_exec: bool,
     chdir_marker: bool,
+    die_with_parent: bool,
 ) -> PyResult<Option<(i32, PidFd, Option<ExecStatus>)>> {
     let (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write) =
         fds;
@@ -151,6 +163,7 @@ pub fn _spawn(
         groups,
         uid,
         umask,
+        die_with_parent,
     };
     let mut status_pipe: Option<(OwnedFd, OwnedFd)> = None;
     if !wait_exec {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import errno
+import inspect
 import os
 import resource
 import signal
@@ -76,8 +77,15 @@ def restore_signals() -> Iterator[None]:
 def test_is_a_subprocess_popen_named_popen() -> None:
     assert issubclass(pidfd.Popen, subprocess.Popen)
     assert pidfd.Popen.__name__ == "Popen"
-    # Stock __init__, so every argument keeps its exact meaning.
-    assert pidfd.Popen.__init__ is subprocess.Popen.__init__
+    # The stock __init__ takes every argument, positional ones included, with
+    # its exact meaning; ours only takes its own keywords off first.
+    params = inspect.signature(pidfd.Popen.__init__).parameters
+    assert list(params) == ["self", "args", "popenargs", "die_with_parent", "kwargs"]
+    assert params["die_with_parent"].kind is inspect.Parameter.KEYWORD_ONLY
+    with pidfd.Popen(["cat"], 0, None, subprocess.PIPE, subprocess.PIPE) as p:
+        # bufsize=0, executable=None, stdin, stdout: passed on positionally.
+        out, _ = p.communicate(b"x")
+    assert out == b"x"
     assert pidfd.Popen[str] is not None and pidfd.Popen[bytes] is not None
 
 

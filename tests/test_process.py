@@ -437,7 +437,7 @@ class _RefusedPidFd:
 @pytest.fixture
 def pidfd_open_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     # As a kernel before clone3 and pidfd_open (5.3): the stock spawn, no pidfd.
-    monkeypatch.setattr(pidfd._spawn, "_spawn", lambda *args: None)
+    monkeypatch.setattr(pidfd._spawn, "_spawn", lambda *args, **kwargs: None)
     monkeypatch.setattr(pidfd._popen, "PidFd", _RefusedPidFd)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "PidFd",
     "ProcessInfo",
     "__version__",
+    "_child_lifetime",
     "_child_subreaper",
     "_set_child_subreaper",
     "_spawn",
@@ -402,6 +403,11 @@ class ExecStatus:
     def finish(self) -> bytes:
         """The child's report (empty if it exec'd); releases what it used."""
 
+def _child_lifetime(parent: int) -> None:
+    """The lifetime settings of a child the stock spawn forked, from its
+    ``preexec_fn``: ``PR_SET_PDEATHSIG(SIGKILL)`` and the check that
+    ``parent`` (non-zero) is still its parent. Private to ``pidfd._spawn``."""
+
 def _spawn(
     argv: list[bytes],
     executables: list[bytes],
@@ -419,6 +425,8 @@ def _spawn(
     umask: int,
     wait_exec: bool,
     chdir_marker: bool,
+    *,
+    die_with_parent: bool = False,
 ) -> tuple[int, PidFd, ExecStatus | None] | None:
     """Start a child with ``clone3(CLONE_PIDFD)``; ``None`` where refused.
 

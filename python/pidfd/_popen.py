@@ -86,7 +86,13 @@ class Popen(subprocess.Popen[AnyStr]):
         print(proc.exit_status, proc.pidfd)   # ExitStatus(code=3) None
 
     It adds three attributes to those of `subprocess.Popen`: ``pidfd``,
-    ``rusage`` and ``exit_status``.
+    ``rusage`` and ``exit_status``, and one keyword: ``die_with_parent=True``
+    has the child killed (``SIGKILL``) when this process dies, even by
+    ``SIGKILL`` (``PR_SET_PDEATHSIG``, set in the child before exec; a parent
+    already gone by then is detected and the child never runs the command).
+    It fires when the *thread* that spawned the child exits, so spawn from a
+    thread that lives as long as the child should; a set-user-ID program
+    clears it at exec. With a ``preexec_fn`` it runs after the caller's.
 
     Thread-safe as `subprocess.Popen` is: reaping is serialised by the same
     ``_waitpid_lock``, and no lock is held while a ``wait()`` blocks.
@@ -135,6 +141,15 @@ class Popen(subprocess.Popen[AnyStr]):
 
         # subprocess.Popen's private state that we share (not in typeshed).
         _waitpid_lock: threading.Lock
+
+    else:
+
+        def __init__(
+            self, args: _Cmd, *popenargs: Any, die_with_parent: bool = False, **kwargs: Any
+        ) -> None:
+            # Our own keywords, for the spawn (_execute_child) to read.
+            self._die_with_parent = bool(die_with_parent)
+            super().__init__(args, *popenargs, **kwargs)
 
     # Class-level defaults, so that they exist even when spawning failed
     # (``__del__`` and ``__repr__`` still run then).
@@ -215,6 +230,7 @@ class Popen(subprocess.Popen[AnyStr]):
     # The exec status of a child started with _wait_exec False, until read.
     _exec_status: ExecStatus | None = None
     _spawn_path = "subprocess"
+    _die_with_parent = False
 
     @property
     def spawn_path(self) -> str:
@@ -229,7 +245,7 @@ class Popen(subprocess.Popen[AnyStr]):
         # pidfd._spawn). When it returns without raising, the child exists
         # and has not been reaped; when it raises, the child has already
         # been reaped and there is nothing to hold.
-        request = _spawn.Request(self._wait_exec)
+        request = _spawn.Request(self._wait_exec, die_with_parent=self._die_with_parent)
         try:
             _spawn.execute_child(self, request, *args, **kwargs)
         finally:

@@ -404,6 +404,7 @@ async def open_process(
     extra_groups: Iterable[str | int] | None = None,
     umask: int = -1,
     process_group: int | None = None,
+    die_with_parent: bool = False,
 ) -> Process:
     """Start a process, as ``anyio.open_process`` does, on a pidfd from birth.
 
@@ -415,6 +416,8 @@ async def open_process(
     ``stderr``), a file object, an fd, or ``None`` to inherit. Errors from
     spawning (``FileNotFoundError``, ``PermissionError``, a bad argument's
     ``ValueError`` or ``TypeError``) are ``subprocess.Popen``'s own.
+    ``die_with_parent=True`` has the child killed when this process dies, as
+    in :class:`pidfd.Popen` (see docs/howto/nothing-outlives.md).
 
     Spawning runs on the event loop thread and never waits there for the
     child's exec: the native spawn (``clone3``) returns as soon as the child
@@ -442,6 +445,7 @@ async def open_process(
                     "extra_groups": extra_groups,
                     "umask": umask,
                     "process_group": process_group,
+                    "die_with_parent": die_with_parent,
                 },
             )
             try:
@@ -494,6 +498,7 @@ async def run_process(
     extra_groups: Iterable[str | int] | None = None,
     umask: int = -1,
     process_group: int | None = None,
+    die_with_parent: bool = False,
 ) -> CompletedProcess[bytes]:
     """Run a command to completion, as ``anyio.run_process`` does.
 
@@ -502,8 +507,8 @@ async def run_process(
     ``check=True`` (the default) a non-zero return code raises
     ``subprocess.CalledProcessError`` carrying the output. Cancellation
     kills the process and reaps it before the cancellation propagates.
-    Returns a :class:`pidfd.CompletedProcess` with ``rusage`` and
-    ``exit_status``::
+    ``die_with_parent`` is :func:`open_process`'s. Returns a
+    :class:`pidfd.CompletedProcess` with ``rusage`` and ``exit_status``::
 
         import anyio, pidfd
 
@@ -546,6 +551,7 @@ async def run_process(
             extra_groups=extra_groups,
             umask=umask,
             process_group=process_group,
+            die_with_parent=die_with_parent,
         ) as process,
         anyio.create_task_group() as tg,
     ):

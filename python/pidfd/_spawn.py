@@ -11,7 +11,8 @@ It hands the work back to the stock ``fork_exec`` (nothing started yet) for
 what the native spawn does not do: a ``preexec_fn`` (Python code in the
 child), ``_USE_VFORK`` turned off, a kernel or sandbox without ``clone3``
 (``ENOSYS``/``EPERM``) or, with ``close_fds``, without ``close_range``
-(Linux 5.9).
+(Linux 5.9). ``die_with_parent`` holds there too: the stock child runs it
+from a ``preexec_fn`` wrapped around the caller's (`with_lifetime`).
 
 A spawn that must not wait for the child's exec (the event loop's) passes
 ``wait_exec=False``: the child reports on a pipe of its own, read once the
@@ -27,16 +28,18 @@ import threading
 from typing import Any
 
 from pidfd import _compat
-from pidfd._native import ExecStatus, PidFd, _spawn
+from pidfd._native import ExecStatus, PidFd, _child_lifetime, _spawn
 
 
 class Request:
     """One spawn's wishes and outcome, for the `fork_exec` it reaches."""
 
-    __slots__ = ("handle", "leads_group", "native", "status", "wait_exec")
+    __slots__ = ("die_with_parent", "handle", "leads_group", "native", "status", "wait_exec")
 
-    def __init__(self, wait_exec: bool) -> None:
+    def __init__(self, wait_exec: bool, *, die_with_parent: bool = False) -> None:
         self.wait_exec = wait_exec
+        #: Kill the child when the spawning thread exits (see `with_lifetime`).
+        self.die_with_parent = die_with_parent
         #: The child's PidFd, when the native spawn started it.
         self.handle: PidFd | None = None
         #: Its pending exec status (``wait_exec=False`` only).
@@ -57,6 +60,31 @@ _ID_LIMIT = 2**32 - 1
 def _ids_in_range(gid: int | None, uid: int | None, groups: Any) -> bool:
     ids = [*(groups or ()), *(x for x in (gid, uid) if x is not None)]
     return all(0 <= i < _ID_LIMIT for i in ids)
+
+
+def with_lifetime(preexec_fn: Any, request: Request) -> Any:
+    """``preexec_fn`` extended with the request's lifetime settings, for a
+    child that the stock spawn forks: the caller's function runs first (an
+    ``os.setuid`` in it would clear the parent-death signal), then what the
+    native child does after its id changes. ``preexec_fn`` itself where the
+    request asks for nothing."""
+    if not request.die_with_parent:
+        return preexec_fn
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if preexec_fn is not None:
+            preexec_fn()
+        _child_lifetime(parent)
+
+    return preexec
+
+
+def _stock(args: tuple[Any, ...], request: Request) -> int:
+    """The stock ``fork_exec`` for ``args``, its ``preexec_fn`` (the 22nd)
+    extended by `with_lifetime`."""
+    preexec_fn = with_lifetime(args[21], request)
+    return _compat.STOCK_FORK_EXEC(*args[:21], preexec_fn, *args[22:])
 
 
 def fork_exec(*args: Any) -> int:
@@ -91,7 +119,7 @@ def fork_exec(*args: Any) -> int:
     ) = args
     if preexec_fn is not None or not allow_vfork or not _ids_in_range(gid, uid, extra_groups):
         # An id out of range: the stock call raises its own ValueError.
-        return _compat.STOCK_FORK_EXEC(*args)
+        return _stock(args, request)
     spawned = _spawn(
         [os.fsencode(a) for a in argv],
         executable_list,
@@ -109,9 +137,10 @@ def fork_exec(*args: Any) -> int:
         child_umask,
         request.wait_exec,
         _compat.CHDIR_MARKER,
+        die_with_parent=request.die_with_parent,
     )
     if spawned is None:
-        return _compat.STOCK_FORK_EXEC(*args)
+        return _stock(args, request)
     if not request.wait_exec:
         # The child reports on a pipe of its own (see _native._spawn) and no
         # writer of this one is left, so the stock read meets EOF at once;
@@ -132,6 +161,9 @@ def execute_child(popen: subprocess.Popen[Any], request: Request, *args: Any) ->
     """
     ours = _compat.execute_child_on(fork_exec)
     if ours is None:
+        # args: those of the stock method, preexec_fn the third.
+        if len(args) > 2:
+            args = (*args[:2], with_lifetime(args[2], request), *args[3:])
         _compat.stock_execute_child(popen, *args)
         return
     outer = getattr(_current, "request", None)

@@ -9,7 +9,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::raw::{self, syscall4};
+use super::raw::{self, syscall4, syscall5};
 
 /// What the child reads: raw pointers into a [`Launch`]'s own buffers.
 #[repr(C)]
@@ -34,6 +34,8 @@ pub(super) struct ChildArgs {
     pub(super) uid: i64,
     pub(super) umask: i32,
     pub(super) mask: *const libc::sigset_t,
+    /// The spawning process's pid for `die_with_parent`, 0 for no.
+    pub(super) parent: i32,
 }
 
 const F_GETFD: usize = libc::F_GETFD as usize;
@@ -235,6 +237,38 @@ unsafe fn prepare(a: &ChildArgs) -> Result<(), Failure> {
     if a.uid >= 0 {
         // SAFETY: setreuid(2) with integers.
         unsafe { syscall4(libc::SYS_setreuid, a.uid as usize, a.uid as usize, 0, 0) }?;
+    }
+    // After the id changes: changing them clears the parent-death signal.
+    die_with_parent(a.parent)?;
+    Ok(())
+}
+
+/// For `die_with_parent`: `PR_SET_PDEATHSIG(SIGKILL)`, then end this process
+/// at once if `parent` (the spawning process's pid; 0: do nothing) died
+/// before that took effect, when the signal would never come: the child was
+/// re-parented, so `getppid()` no longer names it. Raw system calls only, so
+/// it may run between clone and exec (and in a `preexec_fn`).
+pub(super) fn die_with_parent(parent: i32) -> Result<(), i32> {
+    if parent <= 0 {
+        return Ok(());
+    }
+    let pdeathsig = libc::PR_SET_PDEATHSIG as usize;
+    // SAFETY: prctl(2) with integer arguments only.
+    unsafe { syscall5(libc::SYS_prctl, pdeathsig, libc::SIGKILL as usize, 0, 0, 0) }?;
+    // SAFETY: getppid(2) takes nothing and cannot fail.
+    let now = unsafe { syscall4(libc::SYS_getppid, 0, 0, 0, 0) }.unwrap_or(0);
+    if now != parent as usize {
+        // The owner is gone: die as its death signal would have made us.
+        // SAFETY: getpid/kill/exit_group with integers; exit_group does not
+        // return.
+        unsafe {
+            if let Ok(me) = syscall4(libc::SYS_getpid, 0, 0, 0, 0) {
+                let _ = syscall4(libc::SYS_kill, me, libc::SIGKILL as usize, 0, 0);
+            }
+            loop {
+                let _ = syscall4(libc::SYS_exit_group, 255, 0, 0, 0);
+            }
+        }
     }
     Ok(())
 }

@@ -252,6 +252,15 @@ pub fn child_subreaper() -> io::Result<bool> {
     Ok(on != 0)
 }
 
+/// The child's lifetime settings, for a child started some other way (the
+/// stock spawn's `preexec_fn`): what the native spawn's child does after its
+/// id changes. `parent`: the spawning process's pid for `die_with_parent`
+/// (`PR_SET_PDEATHSIG(SIGKILL)`, and this process ends at once if `parent`
+/// is no longer its parent), 0 for no.
+pub fn child_lifetime(parent: i32) -> io::Result<()> {
+    child::die_with_parent(parent).map_err(io::Error::from_raw_os_error)
+}
+
 /// `prctl(PR_SET_CHILD_SUBREAPER, on)` — Linux ≥ 3.4.
 ///
 /// While set, a descendant orphaned by its parent's death is re-parented to

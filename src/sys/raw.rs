@@ -78,6 +78,58 @@ pub unsafe fn syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize)
     decode(ret)
 }
 
+/// `syscall(nr, a, b, c, d, e)` with no errno (`prctl` reads all five).
+///
+/// # Safety
+/// As the system call itself: pointer arguments must be valid for it.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[allow(clippy::many_single_char_names)]
+pub unsafe fn syscall5(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize, e: usize) -> Ret {
+    let ret: isize;
+    // SAFETY: as syscall4, the fifth argument in r8.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            in("r10") d,
+            in("r8") e,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack, preserves_flags),
+        );
+    }
+    decode(ret)
+}
+
+/// `syscall(nr, a, b, c, d, e)` with no errno (`prctl` reads all five).
+///
+/// # Safety
+/// As the system call itself: pointer arguments must be valid for it.
+#[cfg(target_arch = "aarch64")]
+#[inline]
+#[allow(clippy::many_single_char_names)]
+pub unsafe fn syscall5(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize, e: usize) -> Ret {
+    let ret: isize;
+    // SAFETY: as syscall4, the fifth argument in x4.
+    unsafe {
+        asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") a as isize => ret,
+            in("x1") b,
+            in("x2") c,
+            in("x3") d,
+            in("x4") e,
+            options(nostack, preserves_flags),
+        );
+    }
+    decode(ret)
+}
+
 /// `clone3(args, size)`, running `child(arg)` in the child on the stack that
 /// `args` names; returns the child's pid (or the errno) in the parent only.
 ///

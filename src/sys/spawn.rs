@@ -106,6 +106,9 @@ pub struct Plan {
     pub uid: Option<u32>,
     /// `umask(mask)` when `>= 0`.
     pub umask: i32,
+    /// Have the child killed (`SIGKILL`) when the spawning thread exits
+    /// (`PR_SET_PDEATHSIG`), and never start if its parent is already gone.
+    pub die_with_parent: bool,
 }
 
 /// A spawn's memory: the plan, the pointer arrays into it, the child's
@@ -235,6 +238,12 @@ impl Launch {
             uid: plan.uid.map_or(-1, i64::from),
             umask: plan.umask,
             mask: &raw const *mask,
+            parent: if plan.die_with_parent {
+                // SAFETY: getpid(2) cannot fail.
+                unsafe { libc::getpid() }
+            } else {
+                0
+            },
         });
         Self {
             _plan: plan,
