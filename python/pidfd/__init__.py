@@ -44,8 +44,9 @@ from pidfd._native import (
     ProcessInfo,
     __version__,
 )
-from pidfd._popen import CompletedProcess, Popen, run
+from pidfd._popen import Popen
 from pidfd._process import Process, open_process, run_process
+from pidfd._run import CompletedProcess, run
 from pidfd._subreaper import Subreaper
 from pidfd._waitany import async_wait_any, wait_any
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import subprocess
 from typing import TYPE_CHECKING, Any
 
-from pidfd._popen import Popen, run
+from pidfd._popen import Popen
+from pidfd._run import run
 
 if TYPE_CHECKING:
     from pidfd._popen import _Cmd

@@ -31,7 +31,8 @@ import anyio.to_thread
 
 from pidfd import _spawn
 from pidfd._async import AsyncPidFd
-from pidfd._popen import CompletedProcess, Popen
+from pidfd._popen import Popen
+from pidfd._run import CompletedProcess
 from pidfd._streams import PipeReceiveStream, PipeSendStream
 
 if TYPE_CHECKING:

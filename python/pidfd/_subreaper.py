@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from pidfd import _popen, _procfs
+from pidfd import _children, _procfs
 from pidfd._native import ExitStatus, PidFd, _child_subreaper, _set_child_subreaper
 from pidfd._native import wait_any as _wait_any
 
@@ -261,7 +261,7 @@ class Subreaper:
         for pid in _procfs.children():
             if pid in self._held or pid in self._at_entry or pid in _claimed:
                 continue
-            owner = _popen._children.get(pid)
+            owner = _children.owner(pid)
             if owner is not None and owner.returncode is None:
                 continue  # a pidfd.Popen's own child: it reaps it
             try:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from pidfd import _popen
+from pidfd import _children as _popen_children
 from pidfd._native import ExitStatus, PidFd, _child_subreaper, _set_child_subreaper
 from pidfd._native import wait_any as _wait_any
 from pidfd._procfs import children as _children
@@ -108,7 +108,7 @@ def _popen_pids() -> set[int]:
     import gc
     import subprocess
 
-    pids = set(_popen._children)
+    pids = _popen_children.pids()
     # Only called when something was left: the walk costs what it costs.
     for obj in gc.get_objects():
         if isinstance(obj, subprocess.Popen) and obj.returncode is None:
