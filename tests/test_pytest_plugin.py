@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pidfd import PidFd
-from pidfd.pytest_plugin import _cgroup2_mount
+from pidfd._leak_cgroups import cgroup2_mount as _cgroup2_mount
 
 pytest_plugins = ["pytester"]
 

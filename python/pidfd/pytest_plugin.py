@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 import shlex
 import signal
 import time
@@ -38,6 +37,8 @@ from pathlib import Path
 import pytest
 
 from pidfd import _children as _popen_children
+from pidfd import _procfs
+from pidfd._leak_cgroups import Cgroups as _Cgroups
 from pidfd._native import ExitStatus, PidFd, _child_subreaper, _set_child_subreaper
 from pidfd._native import wait_any as _wait_any
 from pidfd._procfs import children as _children
@@ -210,11 +211,8 @@ def _end_all(
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
+    fields = _procfs.stat_fields(pid)
+    return fields is not None and fields[:1] == ["Z"]
 
 
 def _reap_zombies(pids: list[int]) -> None:
@@ -232,95 +230,6 @@ def _how(status: ExitStatus) -> str:
     if status.signal is not None:
         return f"ended by {signal.Signals(status.signal).name}"
     return f"exited with {status.code}"
-
-
-def _unescape(word: str) -> str:
-    r"""Undo the octal escapes of /proc/self/mountinfo (``\040`` for a space)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), word)
-
-
-def _cgroup2_mount() -> tuple[str, Path]:
-    """(root inside the hierarchy, mount point) of the cgroup v2 mount."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields, _, rest = line.partition(" - ")
-            if rest.split()[:1] == ["cgroup2"]:
-                words = fields.split()
-                return _unescape(words[3]), Path(_unescape(words[4]))
-    raise OSError("no cgroup v2 (cgroup2) file system is mounted")
-
-
-class _Cgroups:
-    """A transient cgroup v2 per test, a child of the one pytest runs in.
-
-    For each test pytest moves itself into a fresh child cgroup, so that
-    everything the test starts is born there, whatever it does afterwards;
-    after teardown pytest moves back, and what is still in the test's cgroup
-    was left by the test.
-    """
-
-    def __init__(self) -> None:
-        root, mount = _cgroup2_mount()
-        with open("/proc/self/cgroup", encoding="utf-8") as f:
-            path = next(line[3:].strip() for line in f if line.startswith("0::"))
-        inside = os.path.relpath(path, root)
-        if inside.startswith(".."):
-            raise OSError(f"pytest's cgroup {path} is outside the cgroup2 mount at {mount}")
-        self.base = (mount / inside).resolve()
-        self.current: Path | None = None
-        self._count = 0
-        # Fail now, not in the first test: can we make, enter and kill one?
-        self.enter()
-        try:
-            if not (self.base / f"pidfd-leaks-{os.getpid()}-1" / "cgroup.kill").exists():
-                raise OSError("cgroup.kill is missing (Linux >= 5.14 needed)")
-        finally:
-            self.leave()
-            self.remove(kill=True)
-
-    def enter(self) -> None:
-        self._count += 1
-        path = self.base / f"pidfd-leaks-{os.getpid()}-{self._count}"
-        path.mkdir()
-        self.current = path
-        # Moves every thread of pytest: what any of them starts is born here.
-        self._move([os.getpid()], path)
-
-    def leave(self) -> None:
-        self._move([os.getpid()], self.base)
-
-    def procs(self) -> set[int]:
-        if self.current is None:
-            return set()
-        return {int(w) for w in (self.current / "cgroup.procs").read_text().split()}
-
-    def release(self, pids: set[int]) -> None:
-        """Move ``pids`` out of the test's cgroup, to pytest's own."""
-        self._move(sorted(pids), self.base)
-
-    def remove(self, *, kill: bool) -> None:
-        """Kill what is left (or, with ``kill`` false, move it out); remove the cgroup."""
-        path, self.current = self.current, None
-        if path is None:
-            return
-        if kill:
-            (path / "cgroup.kill").write_text("1")
-        else:
-            self._move(
-                sorted(int(w) for w in (path / "cgroup.procs").read_text().split()), self.base
-            )
-        deadline = time.monotonic() + 10
-        while "populated 1" in (path / "cgroup.events").read_text():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{path} did not empty within 10 s")
-            time.sleep(0.005)
-        path.rmdir()
-
-    @staticmethod
-    def _move(pids: list[int], to: Path) -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
-                (to / "cgroup.procs").write_text(str(pid))
 
 
 def _end_strays(pids: set[int], grace: float) -> dict[int, str]:
