@@ -57,6 +57,11 @@ autodoc_type_aliases: dict[str, str] = {}
 # The stub writes `Self`, `HasFileno` and `Literal[False]`, which are typing
 # vocabulary rather than things to link to.
 nitpick_ignore = [
+    # open_process's and run_process's **options (a TypedDict the docstrings
+    # spell out: anyio.open_process's keywords plus process_group and
+    # die_with_parent).
+    ("py:class", "SpawnOptions"),
+    ("py:class", "pidfd._process.SpawnOptions"),
     # wait_any's type variable (bound to PidFd | AsyncPidFd; private).
     ("py:class", "pidfd._waitany._Handle"),
     ("py:class", "Self"),

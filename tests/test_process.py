@@ -563,3 +563,14 @@ async def test_run_process_bad_input_raises_clearly(no_fd_leak: None) -> None:
     with pytest.raises(ValueError, match="only one of stdin and input"):
         await pidfd.run_process(["cat"], input=b"x", stdin=subprocess.DEVNULL)
     assert no_zombie_children()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["preexec_fn", "shell", "bufsize"])
+async def test_a_keyword_that_is_not_a_spawn_option_is_refused(name: str) -> None:
+    # **options takes any name at run time; a preexec_fn reaching Popen would
+    # run Python in a forked child on the event loop's thread.
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'.*spawn keywords"):
+        await pidfd.open_process(["true"], **{name: None})  # type: ignore[misc]
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'"):
+        await pidfd.run_process(["true"], **{name: None})  # type: ignore[misc]

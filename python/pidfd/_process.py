@@ -22,7 +22,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from io import BytesIO
-from typing import IO, TYPE_CHECKING, Any, TypeAlias
+from typing import IO, TYPE_CHECKING, Any, TypeAlias, TypedDict, Unpack
 
 import anyio
 import anyio.abc
@@ -329,6 +329,39 @@ def _check_stdio(name: str, value: object) -> None:
         )
 
 
+class SpawnOptions(TypedDict, total=False):
+    """The spawn keywords `open_process` and `run_process` take and pass on
+    to `Popen` (trio's ``GeneralProcessArgs`` is the model). Those of
+    ``anyio.open_process`` with its defaults, which are `subprocess.Popen`'s,
+    plus ``process_group`` and ``die_with_parent`` (see `pidfd.Popen`)."""
+
+    cwd: StrOrBytesPath | None
+    env: Mapping[str, str] | None
+    startupinfo: Any
+    creationflags: int
+    start_new_session: bool
+    pass_fds: Sequence[int]
+    user: str | int | None
+    group: str | int | None
+    extra_groups: Iterable[str | int] | None
+    umask: int
+    process_group: int | None
+    die_with_parent: bool
+
+
+def _check_options(options: SpawnOptions) -> dict[str, Any]:
+    # **options accepts any name at run time: refuse the ones that are not
+    # spawn keywords, as a plain signature would (a preexec_fn, say, would
+    # otherwise reach Popen and run Python in the child on the loop thread).
+    unknown = sorted(options.keys() - SpawnOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument {unknown[0]!r}; the spawn keywords are "
+            + ", ".join(sorted(SpawnOptions.__optional_keys__))
+        )
+    return dict(options)
+
+
 def _start(
     command: StrOrBytesPath | Sequence[StrOrBytesPath],
     stdin: int | IO[Any] | None,
@@ -394,18 +427,7 @@ async def open_process(
     stdin: int | IO[Any] | None = _PIPE,
     stdout: int | IO[Any] | None = _PIPE,
     stderr: int | IO[Any] | None = _PIPE,
-    cwd: StrOrBytesPath | None = None,
-    env: Mapping[str, str] | None = None,
-    startupinfo: Any = None,
-    creationflags: int = 0,
-    start_new_session: bool = False,
-    pass_fds: Sequence[int] = (),
-    user: str | int | None = None,
-    group: str | int | None = None,
-    extra_groups: Iterable[str | int] | None = None,
-    umask: int = -1,
-    process_group: int | None = None,
-    die_with_parent: bool = False,
+    **options: Unpack[SpawnOptions],
 ) -> Process:
     """Start a process, as ``anyio.open_process`` does, on a pidfd from birth.
 
@@ -429,26 +451,7 @@ async def open_process(
     turn, in_flight = _spawn_limits()
     async with in_flight:
         async with turn:
-            process = _start(
-                command,
-                stdin,
-                stdout,
-                stderr,
-                {
-                    "cwd": cwd,
-                    "env": env,
-                    "startupinfo": startupinfo,
-                    "creationflags": creationflags,
-                    "start_new_session": start_new_session,
-                    "pass_fds": pass_fds,
-                    "user": user,
-                    "group": group,
-                    "extra_groups": extra_groups,
-                    "umask": umask,
-                    "process_group": process_group,
-                    "die_with_parent": die_with_parent,
-                },
-            )
+            process = _start(command, stdin, stdout, stderr, _check_options(options))
             try:
                 # Hand the loop back before the next spawn of a burst.
                 await anyio.lowlevel.checkpoint()
@@ -459,7 +462,7 @@ async def open_process(
         # _start, so a non-empty sequence), or the shell.
         shell = isinstance(command, str | bytes | os.PathLike)
         executable = "/bin/sh" if shell else command[0]  # type: ignore[index]
-        await process._exec_started(executable, cwd)
+        await process._exec_started(executable, options.get("cwd"))
     return process
 
 
@@ -488,18 +491,7 @@ async def run_process(
     stdout: int | IO[Any] | None = _PIPE,
     stderr: int | IO[Any] | None = _PIPE,
     check: bool = True,
-    cwd: StrOrBytesPath | None = None,
-    env: Mapping[str, str] | None = None,
-    startupinfo: Any = None,
-    creationflags: int = 0,
-    start_new_session: bool = False,
-    pass_fds: Sequence[int] = (),
-    user: str | int | None = None,
-    group: str | int | None = None,
-    extra_groups: Iterable[str | int] | None = None,
-    umask: int = -1,
-    process_group: int | None = None,
-    die_with_parent: bool = False,
+    **options: Unpack[SpawnOptions],
 ) -> CompletedProcess[bytes]:
     """Run a command to completion, as ``anyio.run_process`` does.
 
@@ -541,18 +533,7 @@ async def run_process(
             stdin=_PIPE if input is not None else stdin,
             stdout=stdout,
             stderr=stderr,
-            cwd=cwd,
-            env=env,
-            startupinfo=startupinfo,
-            creationflags=creationflags,
-            start_new_session=start_new_session,
-            pass_fds=pass_fds,
-            user=user,
-            group=group,
-            extra_groups=extra_groups,
-            umask=umask,
-            process_group=process_group,
-            die_with_parent=die_with_parent,
+            **options,
         ) as process,
         anyio.create_task_group() as tg,
     ):
