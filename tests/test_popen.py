@@ -774,3 +774,43 @@ def test_check_output_runs_on_pidfd_popen() -> None:
         pidfd.check_output(["true"])
         pidfd.call(["true"])
     assert seen == [pidfd.Popen, pidfd.Popen]
+
+
+ASYNC_FALLBACK = r"""
+import threading
+import anyio
+import pidfd
+from pidfd import _popen
+
+on_loop_thread = []
+stock_execute_child = _popen.Popen._execute_child
+
+def spy(self, *args, **kwargs):
+    on_loop_thread.append(threading.current_thread() is threading.main_thread())
+    return stock_execute_child(self, *args, **kwargs)
+
+_popen.Popen._execute_child = spy
+
+async def main():
+    first = await pidfd.run_process(["echo", "one"])  # learns clone3 is refused
+    second = await pidfd.run_process(["echo", "two"])
+    third = await pidfd.run_process(["echo", "three"], die_with_parent=True)
+    return [first.stdout, second.stdout, third.stdout]
+
+def run():
+    return {"outs": anyio.run(main), "on_loop_thread": on_loop_thread}
+
+report(run)
+"""
+
+
+@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+def test_open_process_spawns_in_a_worker_thread_once_clone3_is_refused() -> None:
+    # The stock spawn waits for the child's exec; once clone3 is known to be
+    # refused, open_process runs it off the loop's thread, except with
+    # die_with_parent (PR_SET_PDEATHSIG fires when the spawning thread exits).
+    out = run_snippet(ASYNC_FALLBACK, [NO_CLONE3])
+    assert out["ok"], out
+    v = ast.literal_eval(out["value"])
+    assert v["outs"] == [b"one\n", b"two\n", b"three\n"], v
+    assert v["on_loop_thread"] == [True, False, True], v

@@ -439,6 +439,8 @@ def pidfd_open_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     # As a kernel before clone3 and pidfd_open (5.3): the stock spawn, no pidfd.
     monkeypatch.setattr(pidfd._spawn, "_spawn", lambda *args, **kwargs: None)
     monkeypatch.setattr(pidfd._popen, "PidFd", _RefusedPidFd)
+    # The refusal this sets is the whole process's: undone after the test.
+    monkeypatch.setattr(pidfd._spawn, "_refused", False)
 
 
 @pytest.mark.anyio

@@ -446,12 +446,26 @@ async def open_process(
     child's exec: the native spawn (``clone3``) returns as soon as the child
     exists, and the exec's outcome is awaited like any other fd. A burst of
     calls takes one spawn per turn of the loop, so other tasks keep running.
+    Where the kernel or a sandbox refuses ``clone3``, the stock spawn (which
+    waits for the exec) runs in a worker thread instead.
     """
     await anyio.lowlevel.checkpoint()
     turn, in_flight = _spawn_limits()
     async with in_flight:
         async with turn:
-            process = _start(command, stdin, stdout, stderr, _check_options(options))
+            checked = _check_options(options)
+            if _spawn.native_refused() and not checked.get("die_with_parent"):
+                # The stock spawn waits for the child's exec (and fork()s):
+                # not on the loop's thread. Shielded, so that a cancellation
+                # cannot lose the child the thread started; abandoned below.
+                # Not with die_with_parent: PR_SET_PDEATHSIG fires when the
+                # spawning thread exits, and worker threads do.
+                with anyio.CancelScope(shield=True):
+                    process = await anyio.to_thread.run_sync(
+                        _start, command, stdin, stdout, stderr, checked
+                    )
+            else:
+                process = _start(command, stdin, stdout, stderr, checked)
             try:
                 # Hand the loop back before the next spawn of a burst.
                 await anyio.lowlevel.checkpoint()

@@ -87,6 +87,16 @@ def _stock(args: tuple[Any, ...], request: Request) -> int:
     return _compat.STOCK_FORK_EXEC(*args[:21], preexec_fn, *args[22:])
 
 
+# Set once the native spawn has been refused (no clone3, a seccomp filter,
+# close_fds without close_range): the refusal holds for the whole process.
+_refused = False
+
+
+def native_refused() -> bool:
+    """Whether this process's spawns now go the stock way (``clone3`` refused)."""
+    return _refused
+
+
 def fork_exec(*args: Any) -> int:
     """``_posixsubprocess.fork_exec``, natively where it can (see the module)."""
     request: Request | None = getattr(_current, "request", None)
@@ -140,6 +150,8 @@ def fork_exec(*args: Any) -> int:
         die_with_parent=request.die_with_parent,
     )
     if spawned is None:
+        global _refused
+        _refused = True
         return _stock(args, request)
     if not request.wait_exec:
         # The child reports on a pipe of its own (see _native._spawn) and no
