@@ -440,7 +440,7 @@ async def open_process(
     spawning (``FileNotFoundError``, ``PermissionError``, a bad argument's
     ``ValueError`` or ``TypeError``) are ``subprocess.Popen``'s own.
     ``die_with_parent=True`` has the child killed when this process dies, as
-    in :class:`pidfd.Popen` (see docs/howto/nothing-outlives.md).
+    in :class:`pidfd.Popen`.
 
     Spawning runs on the event loop thread and never waits there for the
     child's exec: the native spawn (``clone3``) returns as soon as the child
