@@ -27,55 +27,15 @@ fn decode(ret: isize) -> Ret {
     }
 }
 
-/// `syscall(nr, a, b, c, d)` with no errno.
+/// `syscall(nr, a, b, c, d)` with no errno: [`syscall5`] with a zero fifth
+/// argument, which a four-argument system call never reads.
 ///
 /// # Safety
 /// As the system call itself: pointer arguments must be valid for it.
-#[cfg(target_arch = "x86_64")]
 #[inline]
 pub unsafe fn syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> Ret {
-    let ret: isize;
-    // SAFETY: the Linux x86-64 syscall convention: number in rax, arguments
-    // in rdi, rsi, rdx, r10; rcx and r11 are clobbered; the caller vouches
-    // for the arguments.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") nr as isize => ret,
-            in("rdi") a,
-            in("rsi") b,
-            in("rdx") c,
-            in("r10") d,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack, preserves_flags),
-        );
-    }
-    decode(ret)
-}
-
-/// `syscall(nr, a, b, c, d)` with no errno.
-///
-/// # Safety
-/// As the system call itself: pointer arguments must be valid for it.
-#[cfg(target_arch = "aarch64")]
-#[inline]
-pub unsafe fn syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> Ret {
-    let ret: isize;
-    // SAFETY: the Linux arm64 syscall convention: number in x8, arguments
-    // and result in x0..x3; the caller vouches for the arguments.
-    unsafe {
-        asm!(
-            "svc 0",
-            in("x8") nr,
-            inlateout("x0") a as isize => ret,
-            in("x1") b,
-            in("x2") c,
-            in("x3") d,
-            options(nostack, preserves_flags),
-        );
-    }
-    decode(ret)
+    // SAFETY: the caller's promise for the system call, passed on.
+    unsafe { syscall5(nr, a, b, c, d, 0) }
 }
 
 /// `syscall(nr, a, b, c, d, e)` with no errno (`prctl` reads all five).
@@ -87,7 +47,9 @@ pub unsafe fn syscall4(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize)
 #[allow(clippy::many_single_char_names)]
 pub unsafe fn syscall5(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize, e: usize) -> Ret {
     let ret: isize;
-    // SAFETY: as syscall4, the fifth argument in r8.
+    // SAFETY: the Linux x86-64 syscall convention: number and result in
+    // rax, arguments in rdi, rsi, rdx, r10, r8; the kernel clobbers rcx
+    // and r11. The caller vouches for the arguments.
     unsafe {
         asm!(
             "syscall",
@@ -114,7 +76,8 @@ pub unsafe fn syscall5(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize,
 #[allow(clippy::many_single_char_names)]
 pub unsafe fn syscall5(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize, e: usize) -> Ret {
     let ret: isize;
-    // SAFETY: as syscall4, the fifth argument in x4.
+    // SAFETY: the Linux arm64 syscall convention: number in x8, arguments
+    // and result in x0..x4. The caller vouches for the arguments.
     unsafe {
         asm!(
             "svc 0",
