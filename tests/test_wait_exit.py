@@ -61,12 +61,17 @@ def test_is_alive_stays_true_while_running(procs, kind):
             assert status == ExitStatus.from_waitstatus(signal.SIGKILL)
 
 
-def test_is_alive_on_closed_handle_raises(procs):
+@pytest.mark.parametrize(
+    "call",
+    [lambda h: h.is_alive(), lambda h: h.wait_exit(0), lambda h: h.exit_status()],
+    ids=["is_alive", "wait_exit", "exit_status"],
+)
+def test_on_closed_handle_raises(procs, call):
     proc = procs.child("")
     handle = PidFd.from_pid(proc.pid)
     handle.close()
     with pytest.raises(ValueError, match="closed"):
-        handle.is_alive()
+        call(handle)
 
 
 # --- wait_exit: children and subprocess.Popen -------------------------------
@@ -219,14 +224,6 @@ def test_wait_exit_interrupted_by_raising_signal_handler(procs, kind):
         status = handle.wait_exit(10)
         if kind == "child" or HAS_INFO_EXIT:
             assert status is not None and status.success
-
-
-def test_wait_exit_on_closed_handle_raises(procs):
-    proc = procs.child("")
-    handle = PidFd.from_pid(proc.pid)
-    handle.close()
-    with pytest.raises(ValueError, match="closed"):
-        handle.wait_exit(0)
 
 
 def test_wait_exit_not_reaped_so_wait_still_works(procs):
@@ -415,14 +412,6 @@ def test_exit_status_child_reaped_by_someone_else(procs):
         # Reaped: settled at once, the true status or None, never 0.
         status = handle.exit_status()
         assert status == (ExitStatus.from_waitstatus(waitstatus) if HAS_INFO_EXIT else None)
-
-
-def test_exit_status_on_closed_handle_raises(procs):
-    proc = procs.child("")
-    handle = PidFd.from_pid(proc.pid)
-    handle.close()
-    with pytest.raises(ValueError, match="closed"):
-        handle.exit_status()
 
 
 @pytest.mark.thread_unsafe(reason="reads its fixture process's one line")
