@@ -405,6 +405,7 @@ async def open_process(
     umask: int = -1,
     process_group: int | None = None,
     die_with_parent: bool = False,
+    no_new_privs: bool = False,
 ) -> Process:
     """Start a process, as ``anyio.open_process`` does, on a pidfd from birth.
 
@@ -417,7 +418,8 @@ async def open_process(
     spawning (``FileNotFoundError``, ``PermissionError``, a bad argument's
     ``ValueError`` or ``TypeError``) are ``subprocess.Popen``'s own.
     ``die_with_parent=True`` has the child killed when this process dies, as
-    in :class:`pidfd.Popen` (see docs/howto/nothing-outlives.md).
+    in :class:`pidfd.Popen` (see docs/howto/nothing-outlives.md), and
+    ``no_new_privs=True`` sets ``PR_SET_NO_NEW_PRIVS`` in it.
 
     Spawning runs on the event loop thread and never waits there for the
     child's exec: the native spawn (``clone3``) returns as soon as the child
@@ -446,6 +448,7 @@ async def open_process(
                     "umask": umask,
                     "process_group": process_group,
                     "die_with_parent": die_with_parent,
+                    "no_new_privs": no_new_privs,
                 },
             )
             try:
@@ -499,6 +502,7 @@ async def run_process(
     umask: int = -1,
     process_group: int | None = None,
     die_with_parent: bool = False,
+    no_new_privs: bool = False,
 ) -> CompletedProcess[bytes]:
     """Run a command to completion, as ``anyio.run_process`` does.
 
@@ -507,7 +511,7 @@ async def run_process(
     ``check=True`` (the default) a non-zero return code raises
     ``subprocess.CalledProcessError`` carrying the output. Cancellation
     kills the process and reaps it before the cancellation propagates.
-    ``die_with_parent`` is :func:`open_process`'s. Returns a
+    ``die_with_parent`` and ``no_new_privs`` are :func:`open_process`'s. Returns a
     :class:`pidfd.CompletedProcess` with ``rusage`` and ``exit_status``::
 
         import anyio, pidfd
@@ -552,6 +556,7 @@ async def run_process(
             umask=umask,
             process_group=process_group,
             die_with_parent=die_with_parent,
+            no_new_privs=no_new_privs,
         ) as process,
         anyio.create_task_group() as tg,
     ):
