@@ -90,10 +90,12 @@ impl Drop for ExecStatus {
 
 /// The child's lifetime settings where the stock spawn started it: called
 /// from the `preexec_fn` that `pidfd._spawn` wraps around the caller's, with
-/// the spawning process's pid (`die_with_parent`), 0 for none.
+/// the spawning process's pid (`die_with_parent`), 0 for none, and
+/// `no_new_privs`.
 #[pyfunction]
-pub fn _child_lifetime(parent: i32) -> PyResult<()> {
-    crate::sys::child_lifetime(parent)?;
+#[pyo3(signature = (parent, no_new_privs = false))]
+pub fn _child_lifetime(parent: i32, no_new_privs: bool) -> PyResult<()> {
+    crate::sys::child_lifetime(parent, no_new_privs)?;
     Ok(())
 }
 
@@ -107,9 +109,10 @@ pub fn _child_lifetime(parent: i32) -> PyResult<()> {
 /// without, at once, the child reporting on a pipe of its own (an
 /// [`ExecStatus`]) after closing `errpipe_write`. `die_with_parent`: the
 /// child gets `PR_SET_PDEATHSIG(SIGKILL)` and ends at once if this process
-/// died before that (see `sys::child`).
+/// died before that (see `sys::child`); `no_new_privs`:
+/// `PR_SET_NO_NEW_PRIVS` in the child.
 #[pyfunction]
-#[pyo3(signature = (argv, executables, close_fds, keep, cwd, env, fds, restore_signals, setsid, pgid, gid, groups, uid, umask, wait_exec, chdir_marker, *, die_with_parent = false))]
+#[pyo3(signature = (argv, executables, close_fds, keep, cwd, env, fds, restore_signals, setsid, pgid, gid, groups, uid, umask, wait_exec, chdir_marker, *, die_with_parent = false, no_new_privs = false))]
 // The flat signature mirrors _posixsubprocess.fork_exec, whose arguments the
 // Python side passes on one for one.
 #[allow(
@@ -136,6 +139,7 @@ pub fn _spawn(
     wait_exec: bool,
     chdir_marker: bool,
     die_with_parent: bool,
+    no_new_privs: bool,
 ) -> PyResult<Option<(i32, PidFd, Option<ExecStatus>)>> {
     let (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write) =
         fds;
@@ -164,6 +168,7 @@ pub fn _spawn(
         uid,
         umask,
         die_with_parent,
+        no_new_privs,
     };
     let mut status_pipe: Option<(OwnedFd, OwnedFd)> = None;
     if !wait_exec {

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import pidfd
 from pidfd import PidFd
 
 # The children: each says "ready" on stdout once it is what it should be.
@@ -181,3 +182,37 @@ def test_without_the_option_children_outlive_their_owner(mode: str, cleanup: lis
     # returns: any that were coming have been sent. Look again a little later.
     time.sleep(0.5)
     assert [h.is_alive() for h in handles] == [True] * len(CHILDREN)
+
+
+# -- no_new_privs ---------------------------------------------------------------
+
+READ_NNP = [sys.executable, "-c", "print(open('/proc/self/status').read())"]
+
+
+def no_new_privs_of(status: bytes | str) -> int:
+    text = status.decode() if isinstance(status, bytes) else status
+    (line,) = [x for x in text.splitlines() if x.startswith("NoNewPrivs:")]
+    return int(line.split()[1])
+
+
+@pytest.mark.parametrize("preexec", [False, True], ids=["native", "preexec_fn"])
+@pytest.mark.parametrize("nnp", [False, True])
+def test_no_new_privs_on_popen(preexec: bool, nnp: bool) -> None:
+    done = pidfd.run(
+        READ_NNP,
+        capture_output=True,
+        no_new_privs=nnp,
+        preexec_fn=(lambda: None) if preexec else None,
+        check=True,
+    )
+    assert no_new_privs_of(done.stdout) == int(nnp)
+    # The option is the child's: this process keeps its own.
+    with open("/proc/self/status") as f:
+        assert no_new_privs_of(f.read()) == 0
+
+
+@pytest.mark.anyio
+async def test_no_new_privs_on_run_process() -> None:
+    done = await pidfd.run_process(READ_NNP, no_new_privs=True)
+    assert no_new_privs_of(done.stdout) == 1
+    assert no_new_privs_of((await pidfd.run_process(READ_NNP)).stdout) == 0

@@ -80,7 +80,14 @@ def test_is_a_subprocess_popen_named_popen() -> None:
     # The stock __init__ takes every argument, positional ones included, with
     # its exact meaning; ours only takes its own keywords off first.
     params = inspect.signature(pidfd.Popen.__init__).parameters
-    assert list(params) == ["self", "args", "popenargs", "die_with_parent", "kwargs"]
+    assert list(params) == [
+        "self",
+        "args",
+        "popenargs",
+        "die_with_parent",
+        "no_new_privs",
+        "kwargs",
+    ]
     assert params["die_with_parent"].kind is inspect.Parameter.KEYWORD_ONLY
     with pidfd.Popen(["cat"], 0, None, subprocess.PIPE, subprocess.PIPE) as p:
         # bufsize=0, executable=None, stdin, stdout: passed on positionally.

@@ -403,10 +403,11 @@ class ExecStatus:
     def finish(self) -> bytes:
         """The child's report (empty if it exec'd); releases what it used."""
 
-def _child_lifetime(parent: int) -> None:
+def _child_lifetime(parent: int, no_new_privs: bool = False) -> None:
     """The lifetime settings of a child the stock spawn forked, from its
     ``preexec_fn``: ``PR_SET_PDEATHSIG(SIGKILL)`` and the check that
-    ``parent`` (non-zero) is still its parent. Private to ``pidfd._spawn``."""
+    ``parent`` (non-zero) is still its parent; ``PR_SET_NO_NEW_PRIVS``
+    with ``no_new_privs``. Private to ``pidfd._spawn``."""
 
 def _spawn(
     argv: list[bytes],
@@ -427,6 +428,7 @@ def _spawn(
     chdir_marker: bool,
     *,
     die_with_parent: bool = False,
+    no_new_privs: bool = False,
 ) -> tuple[int, PidFd, ExecStatus | None] | None:
     """Start a child with ``clone3(CLONE_PIDFD)``; ``None`` where refused.
 

@@ -85,7 +85,10 @@ class Popen(subprocess.Popen[AnyStr]):
     already gone by then is detected and the child never runs the command).
     It fires when the *thread* that spawned the child exits, so spawn from a
     thread that lives as long as the child should; a set-user-ID program
-    clears it at exec. With a ``preexec_fn`` it runs after the caller's.
+    clears it at exec. ``no_new_privs=True`` sets ``PR_SET_NO_NEW_PRIVS`` in
+    the child: neither the command nor anything it runs gains privileges
+    through exec (set-user-ID, file capabilities). With a ``preexec_fn``
+    both are set after the caller's has run.
 
     Thread-safe as `subprocess.Popen` is: reaping is serialised by the same
     ``_waitpid_lock``, and no lock is held while a ``wait()`` blocks.
@@ -138,10 +141,16 @@ class Popen(subprocess.Popen[AnyStr]):
     else:
 
         def __init__(
-            self, args: _Cmd, *popenargs: Any, die_with_parent: bool = False, **kwargs: Any
+            self,
+            args: _Cmd,
+            *popenargs: Any,
+            die_with_parent: bool = False,
+            no_new_privs: bool = False,
+            **kwargs: Any,
         ) -> None:
             # Our own keywords, for the spawn (_execute_child) to read.
             self._die_with_parent = bool(die_with_parent)
+            self._no_new_privs = bool(no_new_privs)
             super().__init__(args, *popenargs, **kwargs)
 
     # Class-level defaults, so that they exist even when spawning failed
@@ -224,6 +233,7 @@ class Popen(subprocess.Popen[AnyStr]):
     _exec_status: ExecStatus | None = None
     _spawn_path = "subprocess"
     _die_with_parent = False
+    _no_new_privs = False
 
     @property
     def spawn_path(self) -> str:
@@ -238,7 +248,11 @@ class Popen(subprocess.Popen[AnyStr]):
         # pidfd._spawn). When it returns without raising, the child exists
         # and has not been reaped; when it raises, the child has already
         # been reaped and there is nothing to hold.
-        request = _spawn.Request(self._wait_exec, die_with_parent=self._die_with_parent)
+        request = _spawn.Request(
+            self._wait_exec,
+            die_with_parent=self._die_with_parent,
+            no_new_privs=self._no_new_privs,
+        )
         try:
             _spawn.execute_child(self, request, *args, **kwargs)
         finally:

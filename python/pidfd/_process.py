@@ -333,7 +333,8 @@ class SpawnOptions(TypedDict, total=False):
     """The spawn keywords `open_process` and `run_process` take and pass on
     to `Popen` (trio's ``GeneralProcessArgs`` is the model). Those of
     ``anyio.open_process`` with its defaults, which are `subprocess.Popen`'s,
-    plus ``process_group`` and ``die_with_parent`` (see `pidfd.Popen`)."""
+    plus ``process_group``, ``die_with_parent`` and ``no_new_privs`` (see
+    `pidfd.Popen`)."""
 
     cwd: StrOrBytesPath | None
     env: Mapping[str, str] | None
@@ -347,6 +348,7 @@ class SpawnOptions(TypedDict, total=False):
     umask: int
     process_group: int | None
     die_with_parent: bool
+    no_new_privs: bool
 
 
 def _check_options(options: SpawnOptions) -> dict[str, Any]:
@@ -440,7 +442,8 @@ async def open_process(
     spawning (``FileNotFoundError``, ``PermissionError``, a bad argument's
     ``ValueError`` or ``TypeError``) are ``subprocess.Popen``'s own.
     ``die_with_parent=True`` has the child killed when this process dies, as
-    in :class:`pidfd.Popen`.
+    in :class:`pidfd.Popen`, and ``no_new_privs=True`` sets
+    ``PR_SET_NO_NEW_PRIVS`` in it.
 
     Spawning runs on the event loop thread and never waits there for the
     child's exec: the native spawn (``clone3``) returns as soon as the child
@@ -514,7 +517,7 @@ async def run_process(
     ``check=True`` (the default) a non-zero return code raises
     ``subprocess.CalledProcessError`` carrying the output. Cancellation
     kills the process and reaps it before the cancellation propagates.
-    ``die_with_parent`` is :func:`open_process`'s. Returns a
+    ``die_with_parent`` and ``no_new_privs`` are :func:`open_process`'s. Returns a
     :class:`pidfd.CompletedProcess` with ``rusage`` and ``exit_status``::
 
         import anyio, pidfd

@@ -11,7 +11,7 @@ It hands the work back to the stock ``fork_exec`` (nothing started yet) for
 what the native spawn does not do: a ``preexec_fn`` (Python code in the
 child), ``_USE_VFORK`` turned off, a kernel or sandbox without ``clone3``
 (``ENOSYS``/``EPERM``) or, with ``close_fds``, without ``close_range``
-(Linux 5.9). ``die_with_parent`` holds there too: the stock child runs it
+(Linux 5.9). ``die_with_parent`` and ``no_new_privs`` hold there too: the stock child runs it
 from a ``preexec_fn`` wrapped around the caller's (`with_lifetime`).
 
 A spawn that must not wait for the child's exec (the event loop's) passes
@@ -34,12 +34,24 @@ from pidfd._native import ExecStatus, PidFd, _child_lifetime, _spawn
 class Request:
     """One spawn's wishes and outcome, for the `fork_exec` it reaches."""
 
-    __slots__ = ("die_with_parent", "handle", "leads_group", "native", "status", "wait_exec")
+    __slots__ = (
+        "die_with_parent",
+        "handle",
+        "leads_group",
+        "native",
+        "no_new_privs",
+        "status",
+        "wait_exec",
+    )
 
-    def __init__(self, wait_exec: bool, *, die_with_parent: bool = False) -> None:
+    def __init__(
+        self, wait_exec: bool, *, die_with_parent: bool = False, no_new_privs: bool = False
+    ) -> None:
         self.wait_exec = wait_exec
         #: Kill the child when the spawning thread exits (see `with_lifetime`).
         self.die_with_parent = die_with_parent
+        #: ``PR_SET_NO_NEW_PRIVS`` in the child.
+        self.no_new_privs = no_new_privs
         #: The child's PidFd, when the native spawn started it.
         self.handle: PidFd | None = None
         #: Its pending exec status (``wait_exec=False`` only).
@@ -68,14 +80,15 @@ def with_lifetime(preexec_fn: Any, request: Request) -> Any:
     ``os.setuid`` in it would clear the parent-death signal), then what the
     native child does after its id changes. ``preexec_fn`` itself where the
     request asks for nothing."""
-    if not request.die_with_parent:
+    if not (request.die_with_parent or request.no_new_privs):
         return preexec_fn
-    parent = os.getpid()
+    parent = os.getpid() if request.die_with_parent else 0
+    no_new_privs = request.no_new_privs
 
     def preexec() -> None:
         if preexec_fn is not None:
             preexec_fn()
-        _child_lifetime(parent)
+        _child_lifetime(parent, no_new_privs)
 
     return preexec
 
@@ -148,6 +161,7 @@ def fork_exec(*args: Any) -> int:
         request.wait_exec,
         _compat.CHDIR_MARKER,
         die_with_parent=request.die_with_parent,
+        no_new_privs=request.no_new_privs,
     )
     if spawned is None:
         global _refused

@@ -36,6 +36,8 @@ pub(super) struct ChildArgs {
     pub(super) mask: *const libc::sigset_t,
     /// The spawning process's pid for `die_with_parent`, 0 for no.
     pub(super) parent: i32,
+    /// `PR_SET_NO_NEW_PRIVS`.
+    pub(super) no_new_privs: bool,
 }
 
 const F_GETFD: usize = libc::F_GETFD as usize;
@@ -239,8 +241,19 @@ unsafe fn prepare(a: &ChildArgs) -> Result<(), Failure> {
         unsafe { syscall4(libc::SYS_setreuid, a.uid as usize, a.uid as usize, 0, 0) }?;
     }
     // After the id changes: changing them clears the parent-death signal.
-    die_with_parent(a.parent)?;
+    lifetime(a.parent, a.no_new_privs)?;
     Ok(())
+}
+
+/// `PR_SET_NO_NEW_PRIVS` if asked (exec then grants no privileges: no
+/// set-user-ID, no file capabilities), then [`die_with_parent`].
+pub(super) fn lifetime(parent: i32, no_new_privs: bool) -> Result<(), i32> {
+    if no_new_privs {
+        let nnp = libc::PR_SET_NO_NEW_PRIVS as usize;
+        // SAFETY: prctl(2) with integer arguments only (all five read).
+        unsafe { syscall5(libc::SYS_prctl, nnp, 1, 0, 0, 0) }?;
+    }
+    die_with_parent(parent)
 }
 
 /// For `die_with_parent`: `PR_SET_PDEATHSIG(SIGKILL)`, then end this process
@@ -248,7 +261,7 @@ unsafe fn prepare(a: &ChildArgs) -> Result<(), Failure> {
 /// before that took effect, when the signal would never come: the child was
 /// re-parented, so `getppid()` no longer names it. Raw system calls only, so
 /// it may run between clone and exec (and in a `preexec_fn`).
-pub(super) fn die_with_parent(parent: i32) -> Result<(), i32> {
+fn die_with_parent(parent: i32) -> Result<(), i32> {
     if parent <= 0 {
         return Ok(());
     }

@@ -256,9 +256,9 @@ pub fn child_subreaper() -> io::Result<bool> {
 /// stock spawn's `preexec_fn`): what the native spawn's child does after its
 /// id changes. `parent`: the spawning process's pid for `die_with_parent`
 /// (`PR_SET_PDEATHSIG(SIGKILL)`, and this process ends at once if `parent`
-/// is no longer its parent), 0 for no.
-pub fn child_lifetime(parent: i32) -> io::Result<()> {
-    child::die_with_parent(parent).map_err(io::Error::from_raw_os_error)
+/// is no longer its parent), 0 for no; `no_new_privs`: `PR_SET_NO_NEW_PRIVS`.
+pub fn child_lifetime(parent: i32, no_new_privs: bool) -> io::Result<()> {
+    child::lifetime(parent, no_new_privs).map_err(io::Error::from_raw_os_error)
 }
 
 /// `prctl(PR_SET_CHILD_SUBREAPER, on)` — Linux ≥ 3.4.

@@ -109,6 +109,8 @@ pub struct Plan {
     /// Have the child killed (`SIGKILL`) when the spawning thread exits
     /// (`PR_SET_PDEATHSIG`), and never start if its parent is already gone.
     pub die_with_parent: bool,
+    /// `PR_SET_NO_NEW_PRIVS` in the child.
+    pub no_new_privs: bool,
 }
 
 /// A spawn's memory: the plan, the pointer arrays into it, the child's
@@ -244,6 +246,7 @@ impl Launch {
             } else {
                 0
             },
+            no_new_privs: plan.no_new_privs,
         });
         Self {
             _plan: plan,
