@@ -99,6 +99,13 @@ pub fn _child_lifetime(parent: i32, no_new_privs: bool) -> PyResult<()> {
     Ok(())
 }
 
+/// Whether `clone3` has been refused for good in this process (`ENOSYS`,
+/// `EPERM`...): every later spawn goes the stock way.
+#[pyfunction]
+pub fn _spawn_refused() -> bool {
+    crate::sys::spawn::refused_for_good()
+}
+
 /// Spawn through `clone3(CLONE_PIDFD)`; see the module docs.
 ///
 /// `chdir_marker`: report a failed `chdir` as `noexec:chdir`, as CPython
@@ -110,9 +117,13 @@ pub fn _child_lifetime(parent: i32, no_new_privs: bool) -> PyResult<()> {
 /// [`ExecStatus`]) after closing `errpipe_write`. `die_with_parent`: the
 /// child gets `PR_SET_PDEATHSIG(SIGKILL)` and ends at once if this process
 /// died before that (see `sys::child`); `no_new_privs`:
-/// `PR_SET_NO_NEW_PRIVS` in the child.
+/// `PR_SET_NO_NEW_PRIVS` in the child; `cgroup`: an open directory fd of
+/// the cgroup v2 the child starts in (`CLONE_INTO_CGROUP`), `-1` for ours.
+/// A cgroup the kernel refuses raises `OSError` with its errno (nothing
+/// started); one this kernel cannot clone into returns `None` like a
+/// refused `clone3`, for this spawn only.
 #[pyfunction]
-#[pyo3(signature = (argv, executables, close_fds, keep, cwd, env, fds, restore_signals, setsid, pgid, gid, groups, uid, umask, wait_exec, chdir_marker, *, die_with_parent = false, no_new_privs = false))]
+#[pyo3(signature = (argv, executables, close_fds, keep, cwd, env, fds, restore_signals, setsid, pgid, gid, groups, uid, umask, wait_exec, chdir_marker, *, die_with_parent = false, no_new_privs = false, cgroup = -1))]
 // The flat signature mirrors _posixsubprocess.fork_exec, whose arguments the
 // Python side passes on one for one.
 #[allow(
@@ -140,6 +151,7 @@ pub fn _spawn(
     chdir_marker: bool,
     die_with_parent: bool,
     no_new_privs: bool,
+    cgroup: i32,
 ) -> PyResult<Option<(i32, PidFd, Option<ExecStatus>)>> {
     let (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write) =
         fds;
@@ -169,6 +181,7 @@ pub fn _spawn(
         umask,
         die_with_parent,
         no_new_privs,
+        cgroup,
     };
     let mut status_pipe: Option<(OwnedFd, OwnedFd)> = None;
     if !wait_exec {

@@ -4,7 +4,9 @@ left, the directory goes; the fallback kill; waiting for empty, sync and async.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import errno
 import os
 import stat
 import subprocess
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import pidfd
+from _seccomp import NR_CLONE3, SKIP_REASON, Rule, run_snippet
 from pidfd import Cgroup, PidFd
 
 if TYPE_CHECKING:
@@ -234,3 +237,178 @@ def test_a_parent_this_user_may_not_write(cg: Cgroup) -> None:
     )
     assert f"cannot create a cgroup under {cg.path}" in out.stdout
     assert "delegate it" in out.stdout
+
+
+# -- cgroup= on the spawns: born inside, nothing forks outside first --------
+
+
+def _own_cgroup_of(pid_output: bytes) -> str:
+    """The ``0::`` path of a child's /proc/self/cgroup, as it printed it."""
+    for line in pid_output.decode().splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    raise AssertionError(f"no cgroup v2 line in {pid_output!r}")
+
+
+@pytest.mark.parametrize("form", ["Cgroup", "path", "fd"])
+@pytest.mark.parametrize("path", ["clone3", "subprocess"])
+def test_popen_starts_the_child_inside_the_cgroup(cg: Cgroup, form: str, path: str) -> None:
+    fd = os.open(cg.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        target = {"Cgroup": cg, "path": cg.path, "fd": fd}[form]
+        # A preexec_fn takes the stock spawn, which moves the child first.
+        extra = {"preexec_fn": lambda: None} if path == "subprocess" else {}
+        out = subprocess.PIPE
+        with pidfd.Popen(["cat", "/proc/self/cgroup"], stdout=out, cgroup=target, **extra) as p:
+            assert p.stdout is not None
+            printed = p.stdout.read()
+        assert p.spawn_path == path
+        assert _own_cgroup_of(printed).endswith("/" + os.path.basename(cg.path))
+        # Only the cgroup's own fd is the caller's to close.
+        assert os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def test_a_daemon_started_with_cgroup_is_killed_with_it(cg: Cgroup) -> None:
+    # Started inside (no cg.add after the fact): the setsid'd, double-forked
+    # sleep is in the cgroup from its first instruction.
+    shell = pidfd.Popen(["sh", "-c", "sh -c 'setsid sleep 60 &'; sleep 60"], cgroup=cg)
+    handles = _tree_handles(cg, 3)
+    path = cg.path
+    cg.close()
+    assert shell.wait() == -9
+    assert _all_gone(handles)
+    assert not os.path.exists(path)
+
+
+@pytest.mark.anyio
+async def test_open_process_and_run_process_take_cgroup(cg: Cgroup) -> None:
+    done = await pidfd.run_process(["cat", "/proc/self/cgroup"], cgroup=cg)
+    assert _own_cgroup_of(done.stdout).endswith("/" + os.path.basename(cg.path))
+    async with await pidfd.open_process(["sleep", "30"], cgroup=cg.path) as process:
+        assert cg.pids() == [process.pid]
+        process.kill()
+        await process.wait()
+
+
+def _bad_cgroup(tmp_path: Path, cg: Cgroup, kind: str) -> object:
+    if kind == "missing":
+        return tmp_path / "nowhere"
+    if kind == "file":
+        (tmp_path / "file").write_text("")
+        return tmp_path / "file"
+    if kind == "not-cgroup2":
+        return tmp_path
+    if kind == "closed":
+        closed = Cgroup()
+        closed.close()
+        return closed
+    if kind == "bad-fd":
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)
+        return r
+    if kind == "file-fd":
+        return os.open(os.devnull, os.O_RDONLY)
+    return True
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "message"),
+    [
+        ("missing", FileNotFoundError, "does not exist; create it first"),
+        ("file", NotADirectoryError, "must be a cgroup v2 directory"),
+        ("not-cgroup2", ValueError, r"not a cgroup v2 directory.*cgroup v2 is mounted at"),
+        ("closed", ValueError, "closed Cgroup"),
+        ("bad-fd", OSError, "is not an open file descriptor"),
+        ("file-fd", NotADirectoryError, "is not a directory fd of a cgroup v2"),
+        ("bool", TypeError, "cgroup= must be a cgroup v2 directory.*not bool"),
+    ],
+)
+def test_a_bad_cgroup_is_refused_before_anything_starts(
+    cg: Cgroup, tmp_path: Path, kind: str, error: type[Exception], message: str
+) -> None:
+    target = _bad_cgroup(tmp_path, cg, kind)
+    marker = tmp_path / "started"
+    try:
+        with pytest.raises(error, match=message):
+            pidfd.Popen(["touch", str(marker)], cgroup=target)
+    finally:
+        if kind == "file-fd":
+            os.close(target)  # type: ignore[arg-type]
+    time.sleep(0.1)
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_a_cgroup_this_user_may_not_write_is_refused(cg: Cgroup, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    code = (
+        "import os, sys, pidfd\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "try:\n"
+        "    pidfd.Popen(['touch', sys.argv[2]], cgroup=sys.argv[1])\n"
+        "except PermissionError as e:\n"
+        "    print(e)\n"
+    )
+    os.chmod(tmp_path, 0o777)
+    out = subprocess.run(
+        [sys.executable, "-c", code, cg.path, str(marker)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"cannot start a process in {cg.path}" in out.stdout, out
+    assert "delegate it" in out.stdout
+    time.sleep(0.1)
+    assert not marker.exists()
+
+
+def test_a_cgroup_the_kernel_refuses_says_why(
+    cg: Cgroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # EBUSY (a cgroup with controllers enabled for its children) needs a
+    # controller delegated below the root, which the test machine may not
+    # have: the clone's answer is imitated, the message and cleanup are ours.
+    def busy(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+
+    monkeypatch.setattr(pidfd._spawn, "_spawn", busy)
+    before = set(os.listdir(f"/proc/{os.getpid()}/fd"))
+    with pytest.raises(OSError, match=r"cannot start the child in cgroup .*only a leaf") as info:
+        pidfd.Popen(["true"], cgroup=cg.path, stdout=subprocess.PIPE)
+    assert info.value.errno == errno.EBUSY
+    assert info.value.filename == cg.path
+    assert set(os.listdir(f"/proc/{os.getpid()}/fd")) == before
+
+
+CGROUP_WITHOUT_CLONE_INTO_CGROUP = """
+import os, sys, pidfd
+from pidfd import _native
+path = sys.argv[1]
+def run():
+    with pidfd.Popen(["cat", "/proc/self/cgroup"], cgroup=path, stdout=pidfd.PIPE) as p:
+        printed = p.stdout.read()
+    first = (p.spawn_path, printed.decode().endswith(os.path.basename(path) + "\\n"),
+             _native._spawn_refused())
+    with pidfd.Popen(["true"]) as q:
+        q.wait()
+    return {"first": first, "then": (q.spawn_path, _native._spawn_refused())}
+report(run)
+"""
+
+
+@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+def test_a_kernel_that_cannot_clone_into_a_cgroup_moves_the_child(cg: Cgroup) -> None:
+    # EINVAL from clone3 is what a kernel before 5.7 says to CLONE_INTO_CGROUP.
+    # With a cgroup asked for it falls back for that spawn only (the stock
+    # child moves itself in); a plain spawn's EINVAL is then for good.
+    out = run_snippet(
+        CGROUP_WITHOUT_CLONE_INTO_CGROUP.replace("sys.argv[1]", repr(cg.path)),
+        [Rule(NR_CLONE3, errno.EINVAL)],
+    )
+    assert out["ok"], out
+    v = ast.literal_eval(out["value"])
+    assert v["first"] == ("subprocess", True, False), v
+    assert v["then"] == ("subprocess", True), v

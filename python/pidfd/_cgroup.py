@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 
-from pidfd import _procfs
 from pidfd._async import _check_timeout
+from pidfd._cgroupfs import DELEGATE_HINT, check_cgroup2_dir, own_cgroup_dir
 from pidfd._native import PidFd
 
 if TYPE_CHECKING:
@@ -40,72 +40,10 @@ _FREEZE_WAIT = 1.0
 _counter = itertools.count()
 _T = TypeVar("_T")
 
-_DELEGATE_HINT = (
-    "delegate it to this user: chown the directory and its cgroup.procs, "
-    "cgroup.threads and cgroup.subtree_control (systemd: "
-    "`systemd-run --user --scope -p Delegate=yes ...`)"
-)
-
 
 class _HasPid(Protocol):
     @property
     def pid(self) -> int: ...
-
-
-def _cgroup2_mounts() -> list[tuple[str, str]]:
-    """``(mount point, root)`` of each cgroup v2 mount, from mountinfo."""
-    return [(point, root) for point, root, fstype in _procfs.mounts() if fstype == "cgroup2"]
-
-
-def _where_cgroup2() -> str:
-    """A phrase saying where cgroup v2 is mounted, for an error message."""
-    found = _cgroup2_mounts()
-    if not found:
-        return "cgroup v2 is not mounted on this system"
-    return "cgroup v2 is mounted at " + ", ".join(point for point, _ in found)
-
-
-def _own_cgroup_dir() -> str:
-    """The directory of this process's own cgroup v2, or ``ValueError`` saying why not."""
-    own = _procfs.own_cgroup2()
-    if own is None:
-        raise ValueError(
-            f"this process is in no cgroup v2 (/proc/self/cgroup has no 0:: line); "
-            f"{_where_cgroup2()}; pass parent= a cgroup v2 directory you can write"
-        )
-    for point, root in _cgroup2_mounts():
-        # A mount may show a subtree (its root is not /); our path is
-        # relative to the hierarchy's root, so strip the mount's root.
-        rel = os.path.relpath(own, root)
-        if rel == "." or not rel.startswith(".."):
-            path = os.path.normpath(os.path.join(point, rel))
-            if os.path.isdir(path):
-                return path
-    raise ValueError(
-        f"this process's cgroup v2 {own!r} is not visible under any cgroup2 mount "
-        f"({_where_cgroup2()}); pass parent= a cgroup v2 directory you can write"
-    )
-
-
-def _check_cgroup2_dir(parent: str) -> str:
-    """``parent`` resolved, checked to be an existing cgroup v2 directory."""
-    real = os.path.realpath(parent)
-    if not os.path.exists(real):
-        raise FileNotFoundError(errno.ENOENT, "the parent cgroup does not exist", parent)
-    if not os.path.isdir(real):
-        raise NotADirectoryError(errno.ENOTDIR, "the parent cgroup is not a directory", parent)
-    # The mount holding the path decides, not the files in it: the longest
-    # mount point that is a prefix of the resolved path.
-    best: tuple[str, str] | None = None
-    for point, _root, fstype in _procfs.mounts():
-        if (real == point or real.startswith(point.rstrip("/") + "/")) and (
-            best is None or len(point) >= len(best[0])
-        ):
-            best = (point, fstype)
-    if best is None or best[1] != "cgroup2":
-        on = "" if best is None else f" (it is on {best[1]} mounted at {best[0]})"
-        raise ValueError(f"{parent} is not a cgroup v2 directory{on}; {_where_cgroup2()}")
-    return real
 
 
 class Cgroup:
@@ -141,7 +79,7 @@ class Cgroup:
     """
 
     def __init__(self, parent: str | os.PathLike[str] | None = None) -> None:
-        base = _own_cgroup_dir() if parent is None else _check_cgroup2_dir(os.fspath(parent))
+        base = own_cgroup_dir() if parent is None else check_cgroup2_dir(os.fspath(parent))
         name = f"pidfd-{os.getpid()}-{next(_counter)}-{os.urandom(3).hex()}"
         path = os.path.join(base, name)
         try:
@@ -149,7 +87,7 @@ class Cgroup:
         except PermissionError as e:
             raise PermissionError(
                 e.errno,
-                f"cannot create a cgroup under {base}: {e.strerror}; {_DELEGATE_HINT}",
+                f"cannot create a cgroup under {base}: {e.strerror}; {DELEGATE_HINT}",
                 base,
             ) from None
         except OSError as e:
@@ -278,7 +216,7 @@ class Cgroup:
         between; we are then still inside, :meth:`kill` and :meth:`close`
         refuse (they would kill us too), and ``OSError`` says so.
         """
-        home = _own_cgroup_dir()
+        home = own_cgroup_dir()
         self.add(os.getpid())
         self._hosts_us = True
         try:

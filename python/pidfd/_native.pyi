@@ -25,6 +25,7 @@ __all__ = [
     "_child_subreaper",
     "_set_child_subreaper",
     "_spawn",
+    "_spawn_refused",
     "wait_any",
 ]
 
@@ -409,6 +410,9 @@ def _child_lifetime(parent: int, no_new_privs: bool = False) -> None:
     ``parent`` (non-zero) is still its parent; ``PR_SET_NO_NEW_PRIVS``
     with ``no_new_privs``. Private to ``pidfd._spawn``."""
 
+def _spawn_refused() -> bool:
+    """Whether ``clone3`` was refused for good in this process. Private."""
+
 def _spawn(
     argv: list[bytes],
     executables: list[bytes],
@@ -429,6 +433,7 @@ def _spawn(
     *,
     die_with_parent: bool = False,
     no_new_privs: bool = False,
+    cgroup: int = -1,
 ) -> tuple[int, PidFd, ExecStatus | None] | None:
     """Start a child with ``clone3(CLONE_PIDFD)``; ``None`` where refused.
 

@@ -38,7 +38,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any, AnyStr, Literal, overload
 
-from pidfd import _children, _compat, _spawn
+from pidfd import _cgroupfs, _children, _compat, _spawn
 from pidfd._native import ExecStatus, ExitStatus, PidFd
 from pidfd._native import wait_any as _wait_any
 
@@ -79,7 +79,7 @@ class Popen(subprocess.Popen[AnyStr]):
         print(proc.exit_status, proc.pidfd)   # ExitStatus(code=3) None
 
     It adds three attributes to those of `subprocess.Popen`: ``pidfd``,
-    ``rusage`` and ``exit_status``, and one keyword: ``die_with_parent=True``
+    ``rusage`` and ``exit_status``, and three keywords: ``die_with_parent=True``
     has the child killed (``SIGKILL``) when this process dies, even by
     ``SIGKILL`` (``PR_SET_PDEATHSIG``, set in the child before exec; a parent
     already gone by then is detected and the child never runs the command).
@@ -88,7 +88,16 @@ class Popen(subprocess.Popen[AnyStr]):
     clears it at exec. ``no_new_privs=True`` sets ``PR_SET_NO_NEW_PRIVS`` in
     the child: neither the command nor anything it runs gains privileges
     through exec (set-user-ID, file capabilities). With a ``preexec_fn``
-    both are set after the caller's has run.
+    both are set after the caller's has run. ``cgroup=`` (a cgroup v2
+    directory: a path, an open directory fd or a :class:`pidfd.Cgroup`)
+    starts the child inside that cgroup (``CLONE_INTO_CGROUP``, Linux 5.7),
+    so that nothing it forks is ever outside it; the stock path moves the
+    child there before a ``preexec_fn`` runs. A missing path raises
+    ``FileNotFoundError``, a file ``NotADirectoryError``, a directory not on
+    cgroup v2 ``ValueError`` (saying where cgroup v2 is mounted), one whose
+    ``cgroup.procs`` this user may not write ``PermissionError``; a cgroup
+    the kernel refuses (not a leaf: ``EBUSY``) ``OSError`` saying why. In
+    every case no child was started.
 
     Thread-safe as `subprocess.Popen` is: reaping is serialised by the same
     ``_waitpid_lock``, and no lock is held while a ``wait()`` blocks.
@@ -146,11 +155,13 @@ class Popen(subprocess.Popen[AnyStr]):
             *popenargs: Any,
             die_with_parent: bool = False,
             no_new_privs: bool = False,
+            cgroup: Any = None,
             **kwargs: Any,
         ) -> None:
             # Our own keywords, for the spawn (_execute_child) to read.
             self._die_with_parent = bool(die_with_parent)
             self._no_new_privs = bool(no_new_privs)
+            self._cgroup = cgroup
             super().__init__(args, *popenargs, **kwargs)
 
     # Class-level defaults, so that they exist even when spawning failed
@@ -234,6 +245,7 @@ class Popen(subprocess.Popen[AnyStr]):
     _spawn_path = "subprocess"
     _die_with_parent = False
     _no_new_privs = False
+    _cgroup: Any = None
 
     @property
     def spawn_path(self) -> str:
@@ -253,11 +265,17 @@ class Popen(subprocess.Popen[AnyStr]):
             die_with_parent=self._die_with_parent,
             no_new_privs=self._no_new_privs,
         )
+        owned = False
+        if self._cgroup is not None:
+            # Checked (and opened) before anything starts.
+            request.cgroup, owned, request.cgroup_path = _cgroupfs.open_target(self._cgroup)
         try:
             _spawn.execute_child(self, request, *args, **kwargs)
         finally:
             if request.native:
                 self._spawn_path = "clone3"
+            if owned:
+                os.close(request.cgroup)
         _children.register(self.pid, self)
         if request.handle is not None:
             self.pidfd = request.handle

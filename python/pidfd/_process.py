@@ -31,6 +31,7 @@ import anyio.to_thread
 
 from pidfd import _spawn
 from pidfd._async import AsyncPidFd
+from pidfd._cgroup import Cgroup
 from pidfd._popen import Popen
 from pidfd._run import CompletedProcess
 from pidfd._streams import PipeReceiveStream, PipeSendStream
@@ -333,8 +334,8 @@ class SpawnOptions(TypedDict, total=False):
     """The spawn keywords `open_process` and `run_process` take and pass on
     to `Popen` (trio's ``GeneralProcessArgs`` is the model). Those of
     ``anyio.open_process`` with its defaults, which are `subprocess.Popen`'s,
-    plus ``process_group``, ``die_with_parent`` and ``no_new_privs`` (see
-    `pidfd.Popen`)."""
+    plus ``process_group``, ``die_with_parent``, ``no_new_privs`` and
+    ``cgroup`` (see `pidfd.Popen`)."""
 
     cwd: StrOrBytesPath | None
     env: Mapping[str, str] | None
@@ -349,6 +350,7 @@ class SpawnOptions(TypedDict, total=False):
     process_group: int | None
     die_with_parent: bool
     no_new_privs: bool
+    cgroup: StrOrBytesPath | int | Cgroup | None
 
 
 def _check_options(options: SpawnOptions) -> dict[str, Any]:
@@ -442,8 +444,10 @@ async def open_process(
     spawning (``FileNotFoundError``, ``PermissionError``, a bad argument's
     ``ValueError`` or ``TypeError``) are ``subprocess.Popen``'s own.
     ``die_with_parent=True`` has the child killed when this process dies, as
-    in :class:`pidfd.Popen`, and ``no_new_privs=True`` sets
-    ``PR_SET_NO_NEW_PRIVS`` in it.
+    in :class:`pidfd.Popen`, ``no_new_privs=True`` sets
+    ``PR_SET_NO_NEW_PRIVS`` in it, and ``cgroup=`` starts it in a cgroup v2
+    (a path, an open directory fd or a :class:`pidfd.Cgroup`; errors as in
+    :class:`pidfd.Popen`).
 
     Spawning runs on the event loop thread and never waits there for the
     child's exec: the native spawn (``clone3``) returns as soon as the child
@@ -517,7 +521,7 @@ async def run_process(
     ``check=True`` (the default) a non-zero return code raises
     ``subprocess.CalledProcessError`` carrying the output. Cancellation
     kills the process and reaps it before the cancellation propagates.
-    ``die_with_parent`` and ``no_new_privs`` are :func:`open_process`'s. Returns a
+    ``die_with_parent``, ``no_new_privs`` and ``cgroup`` are :func:`open_process`'s. Returns a
     :class:`pidfd.CompletedProcess` with ``rusage`` and ``exit_status``::
 
         import anyio, pidfd

@@ -11,7 +11,8 @@ It hands the work back to the stock ``fork_exec`` (nothing started yet) for
 what the native spawn does not do: a ``preexec_fn`` (Python code in the
 child), ``_USE_VFORK`` turned off, a kernel or sandbox without ``clone3``
 (``ENOSYS``/``EPERM``) or, with ``close_fds``, without ``close_range``
-(Linux 5.9). ``die_with_parent`` and ``no_new_privs`` hold there too: the stock child runs it
+(Linux 5.9), or with ``cgroup=`` a kernel before 5.7. ``die_with_parent``,
+``no_new_privs`` and ``cgroup`` hold there too: the stock child sees to them
 from a ``preexec_fn`` wrapped around the caller's (`with_lifetime`).
 
 A spawn that must not wait for the child's exec (the event loop's) passes
@@ -27,14 +28,16 @@ import subprocess
 import threading
 from typing import Any
 
-from pidfd import _compat
-from pidfd._native import ExecStatus, PidFd, _child_lifetime, _spawn
+from pidfd import _cgroupfs, _compat
+from pidfd._native import ExecStatus, PidFd, _child_lifetime, _spawn, _spawn_refused
 
 
 class Request:
     """One spawn's wishes and outcome, for the `fork_exec` it reaches."""
 
     __slots__ = (
+        "cgroup",
+        "cgroup_path",
         "die_with_parent",
         "handle",
         "leads_group",
@@ -52,6 +55,10 @@ class Request:
         self.die_with_parent = die_with_parent
         #: ``PR_SET_NO_NEW_PRIVS`` in the child.
         self.no_new_privs = no_new_privs
+        #: An open directory fd of the cgroup v2 to start the child in, -1
+        #: for ours, and its path for messages.
+        self.cgroup = -1
+        self.cgroup_path = ""
         #: The child's PidFd, when the native spawn started it.
         self.handle: PidFd | None = None
         #: Its pending exec status (``wait_exec=False`` only).
@@ -80,15 +87,21 @@ def with_lifetime(preexec_fn: Any, request: Request) -> Any:
     ``os.setuid`` in it would clear the parent-death signal), then what the
     native child does after its id changes. ``preexec_fn`` itself where the
     request asks for nothing."""
-    if not (request.die_with_parent or request.no_new_privs):
+    if not (request.die_with_parent or request.no_new_privs or request.cgroup >= 0):
         return preexec_fn
     parent = os.getpid() if request.die_with_parent else 0
     no_new_privs = request.no_new_privs
+    cgroup = request.cgroup
 
     def preexec() -> None:
+        if cgroup >= 0:
+            # First, as the native child is born there: whatever the
+            # caller's function forks is inside.
+            _cgroupfs.join_from_child(cgroup)
         if preexec_fn is not None:
             preexec_fn()
-        _child_lifetime(parent, no_new_privs)
+        if parent or no_new_privs:
+            _child_lifetime(parent, no_new_privs)
 
     return preexec
 
@@ -143,29 +156,38 @@ def fork_exec(*args: Any) -> int:
     if preexec_fn is not None or not allow_vfork or not _ids_in_range(gid, uid, extra_groups):
         # An id out of range: the stock call raises its own ValueError.
         return _stock(args, request)
-    spawned = _spawn(
-        [os.fsencode(a) for a in argv],
-        executable_list,
-        bool(close_fds),
-        pass_fds,
-        None if cwd is None else os.fsencode(cwd),
-        env_list,
-        (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write),
-        bool(restore_signals),
-        bool(call_setsid),
-        pgid_to_set,
-        gid,
-        None if extra_groups is None else list(extra_groups),
-        uid,
-        child_umask,
-        request.wait_exec,
-        _compat.CHDIR_MARKER,
-        die_with_parent=request.die_with_parent,
-        no_new_privs=request.no_new_privs,
-    )
+    try:
+        spawned = _spawn(
+            [os.fsencode(a) for a in argv],
+            executable_list,
+            bool(close_fds),
+            pass_fds,
+            None if cwd is None else os.fsencode(cwd),
+            env_list,
+            (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write),
+            bool(restore_signals),
+            bool(call_setsid),
+            pgid_to_set,
+            gid,
+            None if extra_groups is None else list(extra_groups),
+            uid,
+            child_umask,
+            request.wait_exec,
+            _compat.CHDIR_MARKER,
+            die_with_parent=request.die_with_parent,
+            no_new_privs=request.no_new_privs,
+            cgroup=request.cgroup,
+        )
+    except OSError as e:
+        if request.cgroup >= 0 and (better := _cgroupfs.refused(e, request.cgroup_path)):
+            raise better from None
+        raise
     if spawned is None:
-        global _refused
-        _refused = True
+        # Refused for the whole process, or (a kernel before 5.7) only
+        # for spawns into a cgroup.
+        if request.cgroup < 0 or _spawn_refused():
+            global _refused
+            _refused = True
         return _stock(args, request)
     if not request.wait_exec:
         # The child reports on a pipe of its own (see _native._spawn) and no

@@ -29,6 +29,7 @@ use super::raw::{self, syscall4};
 const CLONE_VM: u64 = 0x100;
 const CLONE_PIDFD: u64 = 0x1000;
 const CLONE_VFORK: u64 = 0x4000;
+const CLONE_INTO_CGROUP: u64 = 1 << 33;
 
 /// The child's stack. Its frames are a few hundred bytes; the rest is margin
 /// for a kernel or compiler that spills more.
@@ -111,6 +112,9 @@ pub struct Plan {
     pub die_with_parent: bool,
     /// `PR_SET_NO_NEW_PRIVS` in the child.
     pub no_new_privs: bool,
+    /// An open directory fd of the cgroup v2 the child starts in
+    /// (`CLONE_INTO_CGROUP`, Linux 5.7), `-1` for the parent's.
+    pub cgroup: i32,
 }
 
 /// A spawn's memory: the plan, the pointer arrays into it, the child's
@@ -140,6 +144,11 @@ pub enum SpawnError {
 }
 
 static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a refusal has made every later [`spawn`] fail as `Unsupported`.
+pub fn refused_for_good() -> bool {
+    UNSUPPORTED.load(Ordering::Relaxed)
+}
 
 fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
     strings
@@ -281,6 +290,11 @@ pub fn spawn(plan: Plan, wait_exec: bool) -> Result<(libc::pid_t, OwnedFd, Launc
     if wait_exec {
         flags |= CLONE_VFORK;
     }
+    let into_cgroup = plan.cgroup >= 0;
+    if into_cgroup {
+        flags |= CLONE_INTO_CGROUP;
+    }
+    let cgroup = u64::try_from(plan.cgroup).unwrap_or(0);
     let mut launch = Launch::new(plan, !wait_exec);
     let mut pidfd: libc::c_int = -1;
     let base = launch.stack.as_mut_ptr() as usize;
@@ -291,6 +305,7 @@ pub fn spawn(plan: Plan, wait_exec: bool) -> Result<(libc::pid_t, OwnedFd, Launc
         exit_signal: libc::SIGCHLD as u64,
         stack: base as u64,
         stack_size: (top - base) as u64,
+        cgroup,
         ..CloneArgs::default()
     };
     let child_args: *const ChildArgs = &raw const *launch.args;
@@ -320,6 +335,17 @@ pub fn spawn(plan: Plan, wait_exec: bool) -> Result<(libc::pid_t, OwnedFd, Launc
             Ok((pid as libc::pid_t, fd, launch))
         }
         Err(e @ (libc::EAGAIN | libc::ENOMEM)) => {
+            Err(SpawnError::Os(io::Error::from_raw_os_error(e)))
+        }
+        // A kernel before 5.7 does not know CLONE_INTO_CGROUP: only spawns
+        // into a cgroup go the other way.
+        Err(e @ (libc::EINVAL | libc::E2BIG)) if into_cgroup => {
+            Err(SpawnError::Unsupported(io::Error::from_raw_os_error(e)))
+        }
+        // The cgroup itself refused (EBUSY: not a leaf, ENODEV: removed,
+        // EACCES, EBADF: not cgroup v2, EOPNOTSUPP: threaded): this spawn
+        // fails, others do not.
+        Err(e) if into_cgroup && e != libc::ENOSYS && e != libc::EPERM => {
             Err(SpawnError::Os(io::Error::from_raw_os_error(e)))
         }
         Err(e) => {
