@@ -86,6 +86,7 @@ def test_is_a_subprocess_popen_named_popen() -> None:
         "popenargs",
         "die_with_parent",
         "no_new_privs",
+        "cgroup",
         "kwargs",
     ]
     assert params["die_with_parent"].kind is inspect.Parameter.KEYWORD_ONLY
