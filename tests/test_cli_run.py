@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import pidfd
 from _cli_helpers import (
     LIMIT,
     PIDFD,
@@ -439,3 +440,33 @@ def test_run_timeout_wakes_a_stopped_command() -> None:
     result = cli("run", "--json", "--timeout", "0.5", "--", "sh", "-c", "kill -STOP $$")
     assert result.returncode == 124
     assert last_json(result.stdout)["signal_name"] == "SIGTERM"
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_die_with_parent_takes_the_command_down_with_a_sigkilled_pidfd(flag: bool) -> None:
+    # The command ignores SIGTERM, and pidfd gets no chance to forward
+    # anything: only the kernel's parent-death signal can end it.
+    opts = ["--die-with-parent"] if flag else []
+    script = "trap '' TERM; echo $$; exec sleep 300"
+    owner = subprocess.Popen(
+        [*PIDFD, "run", *opts, "--", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert owner.stdout is not None
+    command = pidfd.PidFd.from_pid(int(owner.stdout.readline()))
+    with command:
+        owner.kill()
+        owner.wait()
+        owner.stdout.close()
+        if flag:
+            # Returns once it has exited (its status, or None where init
+            # has yet to reap it or the kernel keeps none).
+            command.wait_exit(timeout=LIMIT)
+            assert not command.is_alive()
+        else:
+            # The control: without the flag the command lives on.
+            with pytest.raises(TimeoutError):
+                command.wait_exit(timeout=1)
+            command.send_signal(signal.SIGKILL)
+            command.wait_exit(timeout=LIMIT)

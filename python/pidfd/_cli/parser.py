@@ -197,8 +197,9 @@ def build_parser() -> Parser:
         "run",
         help="run a command, forward signals to it, report its exit and resource usage",
         usage="%(prog)s [-h] [--timeout DURATION] [--kill-after DURATION]\n"
-        "                 [--kill-tree] [--cgroup] [--preserve-status] [--json]\n"
-        "                 [--progress | --no-progress] -- CMD [ARG...]",
+        "                 [--kill-tree] [--cgroup] [--die-with-parent]\n"
+        "                 [--preserve-status] [--json] [--progress | --no-progress]\n"
+        "                 -- CMD [ARG...]",
         description="Start CMD, wait for it on a pidfd and report how it ended (exit\n"
         "code or signal, core dump) and its resource usage (CPU time, max RSS,\n"
         "page faults, context switches), like /usr/bin/time -v.",
@@ -238,6 +239,14 @@ def build_parser() -> Parser:
         "everything still in it is killed at once (cgroup.kill), however it forked, "
         "and the cgroup removed; the report adds the tree's CPU time, peak memory "
         "(where the memory controller is enabled) and how many were killed",
+    )
+    run.add_argument(
+        "--die-with-parent",
+        action="store_true",
+        help="have the kernel SIGKILL the command if pidfd itself dies, even by SIGKILL "
+        "(PR_SET_PDEATHSIG, set in the command before exec; cleared by exec of a "
+        "set-user-ID program); it covers the command, not what the command starts: "
+        "add --cgroup for those while pidfd lives",
     )
     run.add_argument(
         "--preserve-status",

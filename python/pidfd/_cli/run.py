@@ -17,7 +17,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from pidfd import Cgroup, PidFd, Subreaper
+from pidfd import Cgroup, PidFd, Popen, Subreaper
 from pidfd._cli.parser import (
     RUN_FAILED,
     RUN_NOT_EXECUTABLE,
@@ -149,7 +149,23 @@ def _run_blocked(
 ) -> Outcome:
     started = time.monotonic()
 
+    popen: Popen[bytes] | None = None
+
     def spawn() -> int:
+        nonlocal popen
+        if args.die_with_parent:
+            # posix_spawn cannot set a parent-death signal: our Popen does,
+            # in the child, on this (the only) thread. The child gets our
+            # caller's mask back first (the native spawn would keep ours).
+            popen = Popen(
+                cmd,
+                close_fds=False,
+                restore_signals=True,
+                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),
+                die_with_parent=True,
+                cgroup=cg,
+            )
+            return popen.pid
         return os.posix_spawnp(
             cmd[0],
             cmd,
@@ -164,7 +180,8 @@ def _run_blocked(
     try:
         # posix_spawn cannot be given a cgroup: we step into it for the
         # spawn, so the command is born there and cannot fork outside first.
-        pid = spawn() if cg is None else cg._spawn_inside(spawn)
+        # (The Popen above is given the cgroup as cgroup=.)
+        pid = spawn() if cg is None or args.die_with_parent else cg._spawn_inside(spawn)
     except OSError as exc:
         failure = _spawn_failure(cmd, exc)
         out.err(failure.format())
@@ -185,6 +202,9 @@ def _run_blocked(
 
     with handle:
         info, sup = _supervise(handle, cmd, args, out, forwarded, watched, started)
+    if popen is not None:
+        # Reaped through our handle: tell the Popen (which closes its own).
+        popen.returncode = info.status.returncode
     took = time.monotonic() - started
     # The command is reaped: everything it left is re-parented to us.
     tree = None if reaper is None else _end_tree(reaper, forwarded)
