@@ -16,8 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from _beyond import PY, Proc, proc_state
-from _helpers import kernel_at_least
+from _helpers import PY, Proc, kernel_at_least, proc_state
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 
 HAS_INFO = kernel_at_least(6, 13)

@@ -16,18 +16,10 @@ import time
 
 import pytest
 
+from _helpers import is_unreaped
 from pidfd import ExitInfo, PidFd
 
 SLEEP = "import time; time.sleep(30)"
-
-
-def still_waitable(pid: int) -> bool:
-    """Whether ``pid`` is our child and not yet reaped (a peek, not a reap)."""
-    try:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return False
-    return True
 
 
 # -- opening -----------------------------------------------------------------
@@ -83,7 +75,7 @@ def test_from_pid_no_such_process(spawn) -> None:
 
 def test_from_pid_of_exited_unreaped_child_still_works(spawn) -> None:
     child = spawn("raise SystemExit(4)")
-    while not still_waitable(child.pid) or _running(child.pid):
+    while not is_unreaped(child.pid) or _running(child.pid):
         time.sleep(0.01)
     with PidFd.from_pid(child.pid) as handle:
         assert handle.wait().status.code == 4
@@ -178,7 +170,7 @@ def test_wait_returns_exit_info_and_reaps(spawn) -> None:
     assert isinstance(info, ExitInfo)
     assert info.status.code == 3
     assert info.pid == child.pid
-    assert not still_waitable(child.pid)
+    assert not is_unreaped(child.pid)
 
 
 def test_wait_releases_the_gil(spawn) -> None:

@@ -30,7 +30,7 @@ import pytest
 
 import pidfd
 import pidfd._popen
-from _reliability_helpers import TRUE, is_running, is_unreaped, open_fds, wait_zombie
+from _helpers import TRUE, is_running, is_unreaped, open_fds, wait_zombie
 from _seccomp import NR_CLONE3, NR_PIDFD_OPEN, Rule, run_snippet
 from _seccomp import SKIP_REASON as SECCOMP_SKIP
 

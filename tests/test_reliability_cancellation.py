@@ -22,21 +22,18 @@ import anyio
 import pytest
 import trio
 
-import _reliability_helpers as rh
 import pidfd as pidfd_mod
-from _helpers import wait_until_closed
-from _reliability_helpers import (
+from _helpers import (
     Children,
     fd_target,
     is_pidfd_link,
     is_running,
     is_unreaped,
     open_fds,
+    wait_until_closed,
     wait_zombie,
 )
 from pidfd import AsyncPidFd, ExitInfo
-
-children = rh.children_fixture
 
 # Long enough for a task to reach its await point on a loaded machine.
 SETTLE = 0.1

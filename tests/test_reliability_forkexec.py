@@ -12,11 +12,9 @@ import textwrap
 
 import pytest
 
-import _reliability_helpers as rh
-from _reliability_helpers import Children
+import _helpers as rh
+from _helpers import Children
 from pidfd import AsyncPidFd, PidFd
-
-children = rh.children_fixture
 
 # Lists every fd the exec'd program holds, with what it points to.
 LIST_FDS = textwrap.dedent(

@@ -19,12 +19,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import _reliability_helpers as rh
+import _helpers as rh
 import pidfd
-from _reliability_helpers import Children
+from _helpers import Children
 from pidfd import AsyncPidFd, ExitStatus, PidFd
-
-children = rh.children_fixture
 
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
 

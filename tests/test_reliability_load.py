@@ -24,9 +24,8 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-import _reliability_helpers as rh
-from _helpers import nofile_at_least
-from _reliability_helpers import open_fds, rss_bytes
+import _helpers as rh
+from _helpers import nofile_at_least, open_fds, rss_bytes
 from pidfd import AsyncPidFd, ExitInfo, PidFd
 
 pytestmark = pytest.mark.slow

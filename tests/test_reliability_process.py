@@ -12,12 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-import _reliability_helpers as rh
-from _helpers import REUSE_PID, kernel_at_least
-from _reliability_helpers import Children, is_running, is_unreaped, wait_zombie
+import _helpers as rh
+from _helpers import REUSE_PID, Children, is_running, is_unreaped, kernel_at_least, wait_zombie
 from pidfd import ExitInfo, PidFd
-
-children = rh.children_fixture
 
 
 @pytest.fixture

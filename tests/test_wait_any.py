@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 
-from _beyond import Interrupted, RaisingSignal, proc_state, wait_until
-from _helpers import nofile_at_least
+from _helpers import Interrupted, RaisingSignal, nofile_at_least, proc_state, wait_until
 from pidfd import AsyncPidFd, PidFd, wait_any
 
 N_PROCS = 300
