@@ -16,7 +16,7 @@ import pytest
 import trio
 
 import pidfd
-from _helpers import Children, is_running, is_unreaped
+from _helpers import Children, Interrupted, is_running, is_unreaped
 from pidfd import AsyncPidFd, PidFd
 
 # Signal handlers, timers and Ctrl-C belong to the whole process.
@@ -33,10 +33,6 @@ LOST = 1.0
 # How long the waiting thread is left blocked before the signal is sent, so
 # that the signal lands while it is inside the system call.
 SETTLE = 0.2
-
-
-class Interrupted(Exception):
-    """Raised by the test's own signal handler."""
 
 
 @pytest.fixture
