@@ -1,20 +1,18 @@
-"""Shared fixtures: children that are always cleaned up, and fd accounting."""
+"""Shared fixtures: children that are always cleaned up (one harness,
+:class:`_helpers.Children`), fd accounting, the anyio backends, and the
+``kernel`` and ``thread_unsafe`` markers."""
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anyio
 import pytest
 
-from _beyond import Procs
-from _helpers import kernel, kernel_at_least
+from _helpers import Children, kernel, kernel_at_least, open_fds
 
 # A non-interactive shell that starts a job in the background (nohup, `&`, some
 # CI runners) hands it SIGINT ignored, and children inherit that. Python then
@@ -30,45 +28,23 @@ if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
-def _reap_quietly(proc: subprocess.Popen[bytes]) -> None:
-    """Kill and reap ``proc`` unless a test already did; never raise."""
-    try:
-        if proc.returncode is None:
-            proc.kill()
-    except ProcessLookupError:
-        pass
-    # ECHILD if the test reaped it through a pidfd: that is fine.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(proc.pid, 0)
-    proc.returncode = proc.returncode if proc.returncode is not None else -9
+@pytest.fixture
+def children() -> Iterator[Children]:
+    """The test's :class:`~_helpers.Children`: every process started through it
+    is killed and reaped after the test. ``spawn`` and ``procs`` are ways into
+    the same one."""
+    with Children() as c:
+        yield c
 
 
 @pytest.fixture
-def spawn() -> Iterator[object]:
+def spawn(children: Children) -> Callable[..., subprocess.Popen[bytes]]:
     """``spawn(code)`` starts ``python -c code`` (or an argv list) and cleans up after.
 
     Children are started with ``subprocess.Popen`` but the tests reap them
     through pidfds, so cleanup tolerates an already-reaped child.
     """
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def _spawn(code: str | list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-c", code] if isinstance(code, str) else code
-        proc = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
-        procs.append(proc)
-        return proc
-
-    yield _spawn
-    for proc in procs:
-        _reap_quietly(proc)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def open_fds() -> set[int]:
-    """The fd numbers this process has open right now."""
-    return {int(name) for name in os.listdir("/proc/self/fd")}
+    return children.popen
 
 
 @pytest.fixture
@@ -107,10 +83,10 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def procs() -> Iterator[Procs]:
-    """Children and grandchildren held on stdin until released; all reaped after."""
-    with Procs() as p:
-        yield p
+def procs(children: Children) -> Children:
+    """Children and grandchildren held on stdin until released
+    (:meth:`~_helpers.Children.start`); all reaped after."""
+    return children
 
 
 @pytest.fixture(params=["child", "non-child"])

@@ -1,4 +1,5 @@
-"""getfd(), thread handles, from_fd() and from_socket_peer(), with send_signal on each."""
+"""getfd(), thread handles, from_fd() and from_socket_peer(), with send_signal on
+each; their bad arguments, and getfd()'s result closed on exec."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from _beyond import PY, Proc, proc_state
-from _helpers import kernel_at_least
+from _helpers import PY, Children, Proc, fds_after_exec, kernel_at_least, proc_state
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 
 HAS_INFO = kernel_at_least(6, 13)
@@ -532,3 +532,75 @@ def test_is_alive_on_a_fd_closed_behind_the_handle_raises_ebadf() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+# -- bad arguments to from_fd, getfd and from_socket_peer ------------------------------
+
+
+BAD_FDS: list[tuple[object, tuple[type[BaseException], ...]]] = [
+    (-1, (ValueError,)),
+    (2**31, (ValueError, OverflowError)),
+    (2**64 + 3, (ValueError, OverflowError)),
+    ("3", (TypeError,)),
+    (3.0, (TypeError,)),
+    (None, (TypeError,)),
+]
+
+
+@pytest.mark.parametrize(("fd", "expected"), BAD_FDS, ids=[repr(f) for f, _ in BAD_FDS])
+def test_bad_fd(fd: object, expected: tuple[type[BaseException], ...], children: Children) -> None:
+    with pytest.raises(expected):
+        PidFd.from_fd(fd)
+    pid = children.sleep(30)
+    with PidFd.from_pid(pid) as h, pytest.raises(expected):
+        h.getfd(fd)
+
+
+def test_from_fd_refuses_non_pidfds_and_leaves_them_open() -> None:
+    r, w = os.pipe()
+    try:
+        with pytest.raises(ValueError, match="not a pidfd"):
+            PidFd.from_fd(r)
+        os.write(w, b"z")
+        assert os.read(r, 1) == b"z"  # still ours, still open
+    finally:
+        os.close(r)
+        os.close(w)
+    # A number that is not open at all.
+    with pytest.raises(OSError):
+        PidFd.from_fd(r)
+
+
+def test_from_socket_peer_bad_arguments() -> None:
+    with pytest.raises(TypeError):
+        PidFd.from_socket_peer("sock")
+    with pytest.raises(TypeError):
+        PidFd.from_socket_peer(None)
+    with pytest.raises((ValueError, OverflowError)):
+        PidFd.from_socket_peer(-5)
+    r, w = os.pipe()
+    try:
+        with pytest.raises(OSError):
+            PidFd.from_socket_peer(r)
+    finally:
+        os.close(r)
+        os.close(w)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s, pytest.raises(OSError):
+        PidFd.from_socket_peer(s)
+
+
+# -- fork and exec ---------------------------------------------------------------------
+
+
+def test_getfd_result_is_close_on_exec(children: Children) -> None:
+    pid = children.sleep(30)
+    with PidFd.from_pid(pid) as h:
+        try:
+            fd = h.getfd(0)
+        except PermissionError as e:
+            pytest.skip(f"pidfd_getfd not permitted here: {e}")
+        try:
+            assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+            assert fd not in fds_after_exec()
+        finally:
+            os.close(fd)

@@ -8,8 +8,7 @@ import signal
 import anyio
 import pytest
 
-from _beyond import proc_state, wait_until
-from _helpers import kernel_at_least
+from _helpers import kernel_at_least, proc_state, wait_until
 from pidfd import AsyncPidFd, ExitStatus, PidFd, ProcessInfo
 
 pytestmark = pytest.mark.kernel(6, 13, reason="PIDFD_GET_INFO")

@@ -2,22 +2,31 @@
 
 An unclosed handle warns as an unclosed file does; a closed handle refuses
 ``with``; a bad argument's error names the parameter; a zero or negative
-timeout's ``TimeoutError`` does not claim a wait that never happened.
+timeout's ``TimeoutError`` does not claim a wait that never happened; and no
+argument whatsoever (hypothesis) makes the Rust core panic (a panic would
+surface as ``PanicException``, a ``BaseException`` that is not an
+``Exception``): every bad one gets an ordinary exception.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import re
+import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
+import _helpers as rh
 import pidfd
-from pidfd import AsyncPidFd, PidFd
+from _helpers import CLD_EXITED, HUGE, Children
+from pidfd import AsyncPidFd, ExitStatus, PidFd
 
 SLEEP = "import time; time.sleep(60)"
 
@@ -268,3 +277,149 @@ def test_dropping_a_running_child_warns_once(what: str, filter_: str) -> None:
     assert len(warned) == 1, out.stderr
     assert "is still running" in out.stderr
     assert "unclosed PidFd" not in out.stderr
+
+
+# -- any argument at all: an ordinary exception, never a panic -------------------------
+
+
+class Weird:
+    """An object with hostile dunders: it claims to be an int and a float."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+
+class Exploding:
+    def __index__(self) -> int:
+        raise RuntimeError("boom from __index__")
+
+    def __float__(self) -> float:
+        raise RuntimeError("boom from __float__")
+
+    def fileno(self) -> int:
+        raise RuntimeError("boom from fileno")
+
+
+ANYTHING = st.one_of(
+    HUGE,
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.binary(max_size=5),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(-3, 3), max_size=3),
+    st.tuples(st.integers(-3, 3)),
+    st.sampled_from(list(signal.Signals)),
+    st.builds(Weird, st.integers(-(2**65), 2**65)),
+    st.just(Exploding()),
+    st.just(object()),
+    st.fractions(),
+    st.decimals(allow_nan=True),
+    st.complex_numbers(),
+)
+
+
+def _ok_error(e: BaseException) -> bool:
+    """An exception a caller could reasonably get for a bad argument."""
+    return isinstance(e, (ValueError, TypeError, OverflowError, OSError, RuntimeError))
+
+
+def _run_fuzz(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except Exception as e:
+        assert _ok_error(e), repr(e)
+        return e
+    except BaseException as e:
+        assert type(e).__name__ != "PanicException", repr(e)
+        raise
+
+
+class Targets:
+    """One running child, one zombie child and a non-child, opened once for a
+    whole hypothesis run."""
+
+    def __init__(self, children: Children) -> None:
+        self.running_pid = children.sleep(60)
+        self.running = PidFd.from_pid(self.running_pid)
+        self.zombie_pid = children.exited(code=1)
+        self.zombie = PidFd.from_pid(self.zombie_pid)
+        self.foreign = PidFd.from_pid(os.getppid())
+
+    def close(self) -> None:
+        for h in (self.running, self.zombie, self.foreign):
+            h.close()
+
+
+@pytest.fixture
+def targets(children: Children) -> Iterator[Targets]:
+    t = Targets(children)
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+def _not_an_open_pidfd(x: object) -> bool:
+    """from_fd() takes ownership: never hand it a pidfd some handle owns."""
+    try:
+        n = int(x.__index__()) if hasattr(x, "__index__") else None  # type: ignore[union-attr]
+    except Exception:
+        return True
+    return n is None or not rh.is_pidfd_link(rh.fd_target(n) if 0 <= n < 2**31 else None)
+
+
+FUZZ_SETTINGS = settings(
+    max_examples=int(os.environ.get("PIDFD_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+@FUZZ_SETTINGS
+@given(x=ANYTHING)
+def test_fuzz_constructors(x: object, targets: Targets) -> None:
+    for opener in (PidFd.from_pid, AsyncPidFd.from_pid):
+        result = _run_fuzz(lambda opener=opener: opener(x))
+        if isinstance(result, (PidFd, AsyncPidFd)):
+            result.close()
+    assume(_not_an_open_pidfd(x))
+    result = _run_fuzz(lambda: PidFd.from_fd(x))
+    assert not isinstance(result, PidFd), "adopted something that is not a pidfd"
+    result = _run_fuzz(lambda: PidFd.from_socket_peer(x))
+    if isinstance(result, PidFd):
+        result.close()
+    _run_fuzz(lambda: AsyncPidFd(x))  # type: ignore[arg-type]
+
+
+@FUZZ_SETTINGS
+@given(x=ANYTHING)
+def test_fuzz_methods(x: object, targets: Targets) -> None:
+    # Arbitrary signals go only to the zombie, which can no longer act on
+    # them (the non-child is our parent, which must not get SIGKILL).
+    _run_fuzz(lambda: targets.zombie.send_signal(x))
+    # Timeouts: the zombie answers at once whatever the value, and the
+    # non-child is refused before any waiting.
+    _run_fuzz(lambda: targets.zombie.wait_exit(timeout=x))
+    _run_fuzz(lambda: targets.foreign.wait(timeout=x))
+    _run_fuzz(lambda: pidfd.wait_any([targets.zombie], timeout=x))
+    _run_fuzz(lambda: pidfd.wait_any(x))  # type: ignore[arg-type]
+    dup = _run_fuzz(lambda: targets.running.getfd(x))
+    if isinstance(dup, int):
+        os.close(dup)
+    _run_fuzz(lambda: ExitStatus.from_waitstatus(x))
+    _run_fuzz(lambda: ExitStatus.from_siginfo(x, x))
+    _run_fuzz(lambda: ExitStatus.from_siginfo(CLD_EXITED, x))
+    # The fuzzing left the handles as they were.
+    assert rh.is_running(targets.running_pid)
+    assert rh.is_unreaped(targets.zombie_pid)
+    assert targets.running.is_alive()

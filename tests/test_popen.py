@@ -28,10 +28,9 @@ from typing import Any
 
 import pytest
 
-import _reliability_helpers as rh
+import _helpers as rh
 import pidfd
-from _helpers import REUSE_PID, kernel_at_least
-from _reliability_helpers import is_running, is_unreaped, open_fds, wait_zombie
+from _helpers import REUSE_PID, is_running, is_unreaped, kernel_at_least, open_fds, wait_zombie
 from _seccomp import NR_CLONE3, NR_PIDFD_OPEN, NR_WAITID, P_PIDFD, SKIP_REASON, Rule, run_snippet
 from pidfd import ExitStatus, PidFd
 

@@ -1,11 +1,14 @@
 """`pidfd.open_process`, `pidfd.run_process`, `pidfd.Process` (API.md, "Async").
 
 Run under anyio's asyncio and trio backends (the ``anyio_backend`` fixture in
-conftest), one scenario under plain ``asyncio.run``, and the thread count in
+conftest); one echo scenario, and the cancellations that must kill a child
+ignoring SIGTERM and SIGINT (a real Ctrl-C among them), under plain
+``asyncio.run`` or ``trio.run``; and the thread count in
 a fresh interpreter under ``asyncio.run`` and ``trio.run`` (so that worker
 threads left idle by other tests cannot hide or fake a thread of ours).
 
-Sizes from the environment, as in ``test_reliability_load.py``:
+Sizes from the environment, as for the soaks of ``test_pidfd.py`` and
+``test_async.py``:
 
 - ``PIDFD_PROCESS_SOAK``: processes in the no-fd-left soak (default 400;
   `.ci/run` runs 2,000).
@@ -22,15 +25,17 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
+import trio
 
 import pidfd
 import pidfd._popen
-from _reliability_helpers import TRUE, is_running, is_unreaped, open_fds, wait_zombie
+from _helpers import TRUE, is_running, is_unreaped, open_fds, wait_zombie
 from _seccomp import NR_CLONE3, NR_PIDFD_OPEN, Rule, run_snippet
 from _seccomp import SKIP_REASON as SECCOMP_SKIP
 
@@ -213,6 +218,141 @@ async def test_aclose_after_a_cancelled_wait_kills_and_reaps() -> None:
         if proc.popen.returncode is None:  # pragma: no cover - the bug case
             proc.popen.kill()
             proc.popen.wait()
+
+
+# -- cancellation kills a child that ignores SIGTERM and SIGINT (issue 22) -------------
+
+
+_STUBBORN = ["sh", "-c", "trap '' TERM INT; exec sleep 30"]
+
+
+def _assert_reaped(pid: int) -> None:
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+async def _run_recording(pids: list[int]) -> None:
+    async with await pidfd.open_process(_STUBBORN) as proc:
+        pids.append(proc.pid)
+        await proc.wait()
+
+
+@pytest.mark.parametrize("way", ["cancel", "wait_for", "timeout", "move_on_after", "fail_after"])
+def test_asyncio_cancellation_kills_a_stubborn_child(way: str) -> None:
+    pids: list[int] = []
+
+    async def main() -> None:
+        if way == "cancel":
+            task = asyncio.ensure_future(_run_recording(pids))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        elif way == "wait_for":
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(_run_recording(pids), 0.2)
+        elif way == "timeout":
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await _run_recording(pids)
+        elif way == "move_on_after":
+            with anyio.move_on_after(0.2):
+                await _run_recording(pids)
+        else:
+            with pytest.raises(TimeoutError):
+                with anyio.fail_after(0.2):
+                    await _run_recording(pids)
+
+    start = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - start < 10  # the child sleeps 30 s
+    assert len(pids) == 1
+    _assert_reaped(pids[0])
+
+
+def test_asyncio_wait_for_run_process_kills_a_stubborn_child() -> None:
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pidfd.run_process(_STUBBORN), 0.2)
+
+    start = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - start < 10
+
+
+def test_trio_move_on_after_kills_a_stubborn_child() -> None:
+    pids: list[int] = []
+
+    async def main() -> None:
+        with trio.move_on_after(0.2):
+            await _run_recording(pids)
+
+    trio.run(main)
+    _assert_reaped(pids[0])
+
+
+def test_keyboard_interrupt_in_block_kills_a_stubborn_child() -> None:
+    pids: list[int] = []
+
+    async def main() -> None:
+        async with await pidfd.open_process(_STUBBORN) as proc:
+            pids.append(proc.pid)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    _assert_reaped(pids[0])
+
+
+SIGINT_SCRIPT = """
+import asyncio, os, sys
+import pidfd
+
+# The grandchild prints its pid on our stdout (inherited), then ignores the
+# signals a polite teardown would send.
+command = ["sh", "-c", "echo $$; trap '' TERM INT; exec sleep 30"]
+try:
+    asyncio.run(pidfd.run_process(command, stdout=None))
+except KeyboardInterrupt:
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        print("a child is left", flush=True)
+    except ChildProcessError:
+        print("no child left", flush=True)
+    raise
+"""
+
+
+def test_real_sigint_under_asyncio_run_kills_and_reaps_a_stubborn_child() -> None:
+    # Ctrl-C as a terminal delivers it: a real SIGINT to a process inside
+    # asyncio.run(run_process(...)), whose child ignores SIGINT and SIGTERM.
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_SCRIPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        grandchild = int(proc.stdout.readline())
+        # Running, and its parent has not reaped it: the pid is still its own.
+        with pidfd.PidFd.from_pid(grandchild) as handle:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)  # the grandchild sleeps 30 s
+            assert proc.returncode == -signal.SIGINT, err
+            assert "KeyboardInterrupt" in err
+            assert out == "no child left\n", err  # killed, and reaped by its parent
+            assert not handle.is_alive()
+    finally:
+        if proc.poll() is None:  # pragma: no cover - the bug case
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 # -- streams ------------------------------------------------------------------------

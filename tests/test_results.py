@@ -1,4 +1,6 @@
-"""`ExitInfo` and `ExitStatus`: the stdlib types and the decoded status."""
+"""`ExitInfo` and `ExitStatus`: the stdlib types and the decoded status, checked
+against the stdlib's ``os.W*`` macros for every input (hypothesis), and never
+a Rust panic whatever the numbers."""
 
 from __future__ import annotations
 
@@ -7,9 +9,13 @@ import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
+from _helpers import CLD_DUMPED, CLD_EXITED, CLD_KILLED, HUGE
 from pidfd import ExitStatus, PidFd
 
 
@@ -149,3 +155,107 @@ def test_from_siginfo_rejects_non_exits(si_code: int, si_status: int) -> None:
 def test_exit_info_repr() -> None:
     child, info = reap(["/bin/false"])
     assert repr(info) == f"ExitInfo(pid={child.pid}, status=ExitStatus(code=1))"
+
+
+# -- the decoder against the stdlib's os.W* macros (property tests) --------------------
+
+
+@pytest.mark.parametrize("ws", [-1, 0x10000, 0x7F, 0x137F, 0xFFFF, 2**31, 2**64, 1.0, "0", None])
+def test_from_waitstatus_refuses_non_exits(ws: object) -> None:
+    with pytest.raises((ValueError, OverflowError, TypeError)):
+        ExitStatus.from_waitstatus(ws)
+
+
+def _agrees_with_stdlib(status: ExitStatus) -> None:
+    ws = status.waitstatus
+    assert os.WIFEXITED(ws) == (status.code is not None)
+    assert os.WIFSIGNALED(ws) == (status.signal is not None)
+    assert not os.WIFSTOPPED(ws)
+    assert os.waitstatus_to_exitcode(ws) == status.returncode
+    if status.code is not None:
+        assert os.WEXITSTATUS(ws) == status.code
+        assert status.success == (status.code == 0)
+        assert not status.core_dumped
+    else:
+        assert os.WTERMSIG(ws) == status.signal
+        assert os.WCOREDUMP(ws) == status.core_dumped
+        assert not status.success
+    assert ExitStatus.from_waitstatus(ws) == status
+    assert hash(ExitStatus.from_waitstatus(ws)) == hash(status)
+    assert "ExitStatus(" in repr(status)
+
+
+@given(st.integers(0, 255))
+def test_from_siginfo_exited_matches_os_macros(code: int) -> None:
+    status = ExitStatus.from_siginfo(CLD_EXITED, code)
+    assert status.code == code
+    assert status.signal is None
+    _agrees_with_stdlib(status)
+
+
+@given(st.sampled_from([CLD_KILLED, CLD_DUMPED]), st.integers(1, 64))
+def test_from_siginfo_killed_matches_os_macros(si_code: int, sig: int) -> None:
+    status = ExitStatus.from_siginfo(si_code, sig)
+    assert status.signal == sig
+    assert status.code is None
+    assert status.core_dumped == (si_code == CLD_DUMPED)
+    assert status.returncode == -sig
+    _agrees_with_stdlib(status)
+
+
+@given(st.integers(0, 0xFFFF))
+def test_from_waitstatus_matches_os_macros(ws: int) -> None:
+    exits = os.WIFEXITED(ws) or os.WIFSIGNALED(ws)
+    try:
+        status = ExitStatus.from_waitstatus(ws)
+    except ValueError:
+        assert not exits, hex(ws)
+        return
+    assert exits, hex(ws)
+    assert status.waitstatus == ws
+    assert os.waitstatus_to_exitcode(ws) == status.returncode
+    if os.WIFEXITED(ws):
+        assert status.code == os.WEXITSTATUS(ws)
+    else:
+        assert status.signal == os.WTERMSIG(ws)
+        assert status.core_dumped == os.WCOREDUMP(ws)
+
+
+@given(st.integers(0, 255), st.sampled_from([CLD_EXITED, CLD_KILLED, CLD_DUMPED]))
+def test_real_waitstatus_round_trips(value: int, si_code: int) -> None:
+    """What wait4(2) would have reported for the same exit decodes the same."""
+    assume(si_code == CLD_EXITED or 1 <= value <= 64)
+    from_siginfo = ExitStatus.from_siginfo(si_code, value)
+    ws = value << 8 if si_code == CLD_EXITED else value | (0x80 if si_code == CLD_DUMPED else 0)
+    assert ExitStatus.from_waitstatus(ws) == from_siginfo
+
+
+def _no_panic(call: Callable[[], object]) -> object:
+    """Run ``call``; the only acceptable failures are ordinary exceptions."""
+    try:
+        return call()
+    except (ValueError, OverflowError, TypeError) as e:
+        return e
+    except BaseException as e:
+        assert type(e).__name__ != "PanicException", repr(e)
+        raise
+
+
+@given(HUGE, HUGE)
+def test_from_siginfo_never_panics(si_code: int, si_status: int) -> None:
+    result = _no_panic(lambda: ExitStatus.from_siginfo(si_code, si_status))
+    if isinstance(result, ExitStatus):
+        assert si_code in (CLD_EXITED, CLD_KILLED, CLD_DUMPED)
+        _agrees_with_stdlib(result)
+    else:
+        assert isinstance(result, (ValueError, OverflowError))
+
+
+@given(HUGE)
+def test_from_waitstatus_never_panics(ws: int) -> None:
+    result = _no_panic(lambda: ExitStatus.from_waitstatus(ws))
+    if isinstance(result, ExitStatus):
+        assert result.waitstatus == ws
+        assert os.WIFEXITED(ws) or os.WIFSIGNALED(ws)
+    else:
+        assert isinstance(result, (ValueError, OverflowError))

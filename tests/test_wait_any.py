@@ -1,14 +1,17 @@
-"""wait_any(): one poll over many handles, for sync supervisors."""
+"""wait_any(): one poll over many handles, for sync supervisors; its bad
+arguments, and one handle given many times."""
 
 from __future__ import annotations
 
+import os
 import random
+import resource
 import subprocess
 
 import pytest
 
-from _beyond import Interrupted, RaisingSignal, proc_state, wait_until
-from _helpers import nofile_at_least
+import pidfd
+from _helpers import Children, Interrupted, RaisingSignal, nofile_at_least, proc_state, wait_until
 from pidfd import AsyncPidFd, PidFd, wait_any
 
 N_PROCS = 300
@@ -188,6 +191,40 @@ def test_interrupted_by_raising_signal_handler(procs):
         p.release()
         assert wait_any([h], timeout=10) == [h]
         assert h.wait(0).status.success
+
+
+# -- bad arguments ---------------------------------------------------------------------
+
+
+def test_wait_any_bad_arguments(children: Children) -> None:
+    with pytest.raises(ValueError):
+        pidfd.wait_any([])
+    with pytest.raises(TypeError):
+        pidfd.wait_any(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        pidfd.wait_any([os.getpid()])  # type: ignore[list-item]
+    pid = children.sleep(30)
+    with PidFd.from_pid(pid) as h:
+        with pytest.raises(TypeError):
+            pidfd.wait_any([h, "x"])  # type: ignore[list-item]
+        with pytest.raises(TimeoutError):
+            pidfd.wait_any(iter([h, h]), timeout=0)
+
+
+def test_wait_any_with_the_same_handle_many_times(children: Children) -> None:
+    """Repeats must not count against RLIMIT_NOFILE (poll(2) refuses more
+    entries than that with EINVAL): each fd is polled once."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    pid = children.sleep(0.2)
+    with PidFd.from_pid(pid) as h:
+        a = AsyncPidFd(h)
+        handles: list[PidFd | AsyncPidFd] = [h, a] * (soft // 2 + 10)
+        with pytest.raises(TimeoutError):
+            pidfd.wait_any(handles, timeout=0)
+        done = pidfd.wait_any(handles, timeout=10)
+        # Every entry is reported, as the object given, in order.
+        assert len(done) == len(handles)
+        assert all(x is y for x, y in zip(done, handles, strict=True))
 
 
 # -- async_wait_any ----------------------------------------------------------------

@@ -16,14 +16,14 @@ import time
 import anyio
 import pytest
 
-from _beyond import (
+from _helpers import (
     PY,
     Interrupted,
     RaisingSignal,
+    kernel_at_least,
     proc_state,
     wait_until,
 )
-from _helpers import kernel_at_least
 from pidfd import AsyncPidFd, ExitStatus, PidFd
 
 HAS_INFO_EXIT = kernel_at_least(6, 15)

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-import _reliability_helpers as rh
 import pidfd
-from _reliability_helpers import (
+from _helpers import (
     SLEEP,
     Children,
     fd_target,
@@ -26,8 +25,6 @@ from _reliability_helpers import (
     is_unreaped,
 )
 from pidfd import ExitInfo, ExitStatus, PidFd
-
-children = rh.children_fixture
 
 
 def test_many_threads_wait_in_parallel(children: Children) -> None:

@@ -15,15 +15,13 @@ from typing import Any
 import pytest
 import trio
 
-import _reliability_helpers as rh
 import pidfd
-from _reliability_helpers import Children, is_running, is_unreaped
+from _helpers import Children, Interrupted, is_running, is_unreaped
 from pidfd import AsyncPidFd, PidFd
 
 # Signal handlers, timers and Ctrl-C belong to the whole process.
 pytestmark = pytest.mark.thread_unsafe(reason="sets signal handlers, signals this process")
 
-children = rh.children_fixture
 
 # The promise is 100 ms from the signal to the exception in the caller.
 PROMPT = 0.100
@@ -35,10 +33,6 @@ LOST = 1.0
 # How long the waiting thread is left blocked before the signal is sent, so
 # that the signal lands while it is inside the system call.
 SETTLE = 0.2
-
-
-class Interrupted(Exception):
-    """Raised by the test's own signal handler."""
 
 
 @pytest.fixture
