@@ -59,6 +59,9 @@ pub struct PidFd {
     /// the reap and its record are one step: without the GIL, a thread that
     /// lost the race could otherwise read the flag before the winner set it.
     reaped: Mutex<bool>,
+    /// The kernel reaps the child itself (`CLONE_AUTOREAP`, with
+    /// `CLONE_PIDFD_AUTOKILL`): `wait()` reads its status from the pidfd.
+    autoreaped: bool,
 }
 
 impl PidFd {
@@ -68,7 +71,15 @@ impl PidFd {
             pid,
             thread,
             reaped: Mutex::new(false),
+            autoreaped: false,
         }
+    }
+
+    /// The clone pidfd of a child the kernel reaps itself (see `autoreaped`).
+    pub(crate) fn autoreaped(fd: OwnedFd, pid: libc::pid_t) -> Self {
+        let mut handle = Self::new(fd, pid, false);
+        handle.autoreaped = true;
+        handle
     }
 
     /// Our own reference to the fd for the length of one call.
@@ -94,13 +105,16 @@ impl PidFd {
 
     /// One `waitid(WNOHANG)`: the child's status if it has exited (reaping
     /// it), `None` while it runs.
-    fn reap_now(&self, fd: &OwnedFd) -> PyResult<Option<(ChildInfo, libc::rusage)>> {
+    fn reap_now(&self, fd: &OwnedFd) -> PyResult<Option<(ChildInfo, Option<libc::rusage>)>> {
         let mut reaped = self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.autoreaped {
+            return self.autoreaped_exit(fd, &mut reaped);
+        }
         loop {
             match sys::waitid_pidfd(fd.as_fd(), libc::WNOHANG) {
-                Ok(Some(found)) => {
+                Ok(Some((child, rusage))) => {
                     *reaped = true;
-                    return Ok(Some(found));
+                    return Ok(Some((child, Some(rusage))));
                 }
                 Ok(None) => return Ok(None),
                 Err(e) => match e.raw_os_error() {
@@ -114,6 +128,36 @@ impl PidFd {
                 },
             }
         }
+    }
+
+    /// `reap_now` for a child the kernel reaped itself: its status from
+    /// `PIDFD_INFO_EXIT` once it has exited (Linux 7.1 has it: it came with
+    /// `CLONE_AUTOREAP`); no resource usage, which only `wait4` reports.
+    fn autoreaped_exit(
+        &self,
+        fd: &OwnedFd,
+        reaped: &mut bool,
+    ) -> PyResult<Option<(ChildInfo, Option<libc::rusage>)>> {
+        if *reaped {
+            return Err(errors::no_child(self.pid, true, || None));
+        }
+        if !has_exited(fd)? {
+            return Ok(None);
+        }
+        let info = sys::pidfd_get_info(fd.as_fd(), sys::PIDFD_INFO_EXIT)
+            .map_err(|e| errors::get_info(&e, self.pid))?;
+        if info.mask & sys::PIDFD_INFO_EXIT == 0 {
+            return Err(PyRuntimeError::new_err(format!(
+                "pid {} was reaped by the kernel (CLONE_AUTOREAP) but PIDFD_INFO_EXIT \
+                 has no status for it",
+                self.pid
+            )));
+        }
+        *reaped = true;
+        Ok(Some((
+            child_info_from_waitstatus(self.pid, info.ruid, info.exit_code),
+            None,
+        )))
     }
 
     /// `send_signal(sig, group=True)`: the group this process leads.
@@ -140,7 +184,11 @@ impl PidFd {
         }
     }
 
-    fn exit_info(py: Python<'_>, child: ChildInfo, rusage: libc::rusage) -> PyResult<Py<ExitInfo>> {
+    fn exit_info(
+        py: Python<'_>,
+        child: ChildInfo,
+        rusage: Option<libc::rusage>,
+    ) -> PyResult<Py<ExitInfo>> {
         let status = status::waitstatus_from_siginfo(child.code, child.status)
             .map_err(|e| PyRuntimeError::new_err(format!("unexpected siginfo from waitid: {e}")))?;
         Py::new(py, ExitInfo::new(child, rusage, Exit(status)))
@@ -177,6 +225,26 @@ impl PidFd {
             _ if kernel_version() < (6, 15) || reaped => ExitState::Settled(None),
             _ => ExitState::Pending,
         }
+    }
+}
+
+/// The `siginfo_t` fields `waitid` would have filled for a child that
+/// ended with wait status `ws` (for one reaped by the kernel itself).
+fn child_info_from_waitstatus(pid: libc::pid_t, uid: u32, ws: i32) -> ChildInfo {
+    let signal = ws & 0x7f;
+    let (code, status) = if signal == 0 {
+        (status::CLD_EXITED, (ws >> 8) & 0xff)
+    } else if ws & status::CORE_FLAG != 0 {
+        (status::CLD_DUMPED, signal)
+    } else {
+        (status::CLD_KILLED, signal)
+    };
+    ChildInfo {
+        pid,
+        uid,
+        signo: libc::SIGCHLD,
+        status,
+        code,
     }
 }
 

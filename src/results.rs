@@ -21,7 +21,8 @@ struct Rusage(libc::rusage);
 #[pyclass(module = "pidfd._native", frozen)]
 pub struct ExitInfo {
     child: ChildInfo,
-    rusage: Rusage,
+    // None: the kernel reaped the child itself (CLONE_AUTOREAP).
+    rusage: Option<Rusage>,
     status: Exit,
     // Built on first access. A plain OnceLock filled with `set` (not
     // `PyOnceLock::get_or_init`, which detaches from the interpreter to wait
@@ -32,10 +33,10 @@ pub struct ExitInfo {
 }
 
 impl ExitInfo {
-    pub(crate) fn new(child: ChildInfo, rusage: libc::rusage, status: Exit) -> Self {
+    pub(crate) fn new(child: ChildInfo, rusage: Option<libc::rusage>, status: Exit) -> Self {
         Self {
             child,
-            rusage: Rusage(rusage),
+            rusage: rusage.map(Rusage),
             status,
             siginfo_obj: OnceLock::new(),
             rusage_obj: OnceLock::new(),
@@ -111,12 +112,16 @@ impl ExitInfo {
     }
 
     /// Resource usage of the child and its waited-for descendants, as the
-    /// stdlib's own `resource.struct_rusage` (what `os.wait4` returns).
+    /// stdlib's own `resource.struct_rusage` (what `os.wait4` returns);
+    /// `None` for a child the kernel reaped itself (`die_with_parent` on
+    /// Linux >= 7.1), whose usage no call reports.
     #[getter]
     fn rusage(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        let Some(Rusage(r)) = self.rusage else {
+            return Ok(py.None());
+        };
         cached(py, &self.rusage_obj, || {
-            let r = self.rusage.0;
             let ty = stdlib_type(py, &TYPE, "resource", "struct_rusage")?;
             let mut fields = vec![
                 timeval_secs(r.ru_utime).into_pyobject(py)?.into_any(),

@@ -18,7 +18,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 
 use crate::handle::PidFd;
-use crate::sys::spawn::{Launch, Plan, SpawnError, spawn};
+use crate::sys::spawn::{Launch, Plan, SpawnError, Spawned, spawn};
 
 fn c_string(bytes: &PyBackedBytes) -> PyResult<CString> {
     // The message os.fsencode'd paths get from CPython's own converter.
@@ -209,7 +209,12 @@ pub fn _spawn(
         crate::sys::replace_fd(fresh_w.as_fd(), errpipe_write)?;
     }
     match result {
-        Ok((child, fd, launch)) => {
+        Ok(Spawned {
+            pid: child,
+            pidfd: fd,
+            launch,
+            autokill,
+        }) => {
             let status = status_pipe.map(|(r, w)| {
                 drop(w);
                 let fd = r.as_raw_fd();
@@ -218,7 +223,12 @@ pub fn _spawn(
                     fd,
                 }
             });
-            Ok(Some((child, PidFd::new(fd, child, false), status)))
+            let handle = if autokill {
+                PidFd::autoreaped(fd, child)
+            } else {
+                PidFd::new(fd, child, false)
+            };
+            Ok(Some((child, handle, status)))
         }
         Err(SpawnError::Unsupported(_)) => Ok(None),
         Err(SpawnError::Os(e)) => Err(e.into()),

@@ -11,17 +11,20 @@ dead child may stay a zombie under a slow init: a pidfd counts it as exited,
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 import pidfd
+from _helpers import kernel_at_least
 from pidfd import PidFd
 
 # The children: each says "ready" on stdout once it is what it should be.
@@ -166,8 +169,13 @@ def test_children_die_with_their_sigkilled_owner(mode: str, cleanup: list[PidFd]
         assert owner.stdin is not None
         owner.stdin.write(b"exit\n")
         owner.stdin.flush()
-        # The owner lives on; its spawning thread has gone.
-        assert alive_after(handles, DEADLINE) == []
+        # The owner lives on; its spawning thread has gone. CLONE_PIDFD_AUTOKILL
+        # ties the child to the pidfd, not to a thread: no trap there.
+        if AUTOKILL:
+            time.sleep(1)
+            assert [h.is_alive() for h in handles] == [True] * len(CHILDREN)
+        else:
+            assert alive_after(handles, DEADLINE) == []
         assert owner.poll() is None
     kill_owner(owner)
     assert alive_after(handles, DEADLINE) == []
@@ -216,3 +224,69 @@ async def test_no_new_privs_on_run_process() -> None:
     done = await pidfd.run_process(READ_NNP, no_new_privs=True)
     assert no_new_privs_of(done.stdout) == 1
     assert no_new_privs_of((await pidfd.run_process(READ_NNP)).stdout) == 0
+
+
+# Linux >= 7.1 and root (CAP_SYS_ADMIN; unprivileged needs no_new_privs too):
+# die_with_parent is CLONE_PIDFD_AUTOKILL with CLONE_AUTOREAP. The kernel
+# reaps the child itself, so it is no waitable child of ours, and releasing
+# the clone's pidfd kills it.
+# Whether die_with_parent takes CLONE_PIDFD_AUTOKILL here (root: no
+# no_new_privs needed).
+AUTOKILL = kernel_at_least(7, 1) and os.geteuid() == 0
+
+
+def autokill(test: Callable[..., None]) -> Callable[..., None]:
+    test = pytest.mark.kernel(7, 1, reason="CLONE_PIDFD_AUTOKILL")(test)
+    reason = "AUTOKILL without no_new_privs needs root"
+    return pytest.mark.skipif(os.geteuid() != 0, reason=reason)(test)
+
+
+def zombie_left(die_with_parent: bool) -> bool:
+    """Whether a child that has exited stays a zombie until we wait."""
+    with pidfd.Popen(["true"], die_with_parent=die_with_parent) as p:
+        assert p.pidfd is not None
+        watcher = PidFd.from_fd(os.dup(p.pidfd.fileno()))
+        with watcher:
+            watcher.wait_exit(timeout=10)  # exited; nothing has waited yet
+        left = os.path.exists(f"/proc/{p.pid}")
+        assert p.wait(timeout=10) == 0
+    return left
+
+
+@autokill
+def test_autokill_child_leaves_no_zombie() -> None:
+    assert zombie_left(die_with_parent=False)  # the control
+    assert not zombie_left(die_with_parent=True)
+
+
+@autokill
+@pytest.mark.parametrize("nnp", [False, True])
+def test_autokill_child_wait_reads_its_status_from_the_pidfd(nnp: bool) -> None:
+    with pidfd.Popen(
+        ["sh", "-c", "read x; exit 7"],
+        stdin=subprocess.PIPE,
+        die_with_parent=True,
+        no_new_privs=nnp,
+    ) as p:
+        assert p.spawn_path == "clone3"
+        assert p.poll() is None
+    # Leaving the block closed stdin: the shell exits 7.
+    assert p.returncode == 7
+    assert p.exit_status is not None and p.exit_status.code == 7
+    assert p.rusage is None  # no wait4: the kernel keeps no usage for it
+    killed = pidfd.Popen(["sleep", "30"], die_with_parent=True)
+    killed.kill()
+    assert killed.wait(timeout=10) == -signal.SIGKILL
+
+
+@autokill
+def test_autokill_child_dies_when_its_clone_pidfd_is_closed() -> None:
+    p = pidfd.Popen(["sleep", "30"], die_with_parent=True)
+    assert p.pidfd is not None
+    watcher = PidFd.from_pid(p.pid)  # a pidfd_open'd one does not arm it
+    with watcher:
+        p.pidfd.close()
+        status = watcher.wait_exit(timeout=10)
+        assert status is not None and status.signal == signal.SIGKILL
+    with contextlib.suppress(OSError):
+        p.wait(timeout=10)

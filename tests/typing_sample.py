@@ -39,8 +39,9 @@ def sync_usage(pid: int) -> int:
         assert_type(info, ExitInfo)
         assert_type(info.pid, int)
         assert_type(info.siginfo, os.waitid_result)
-        assert_type(info.rusage, resource.struct_rusage)
-        assert_type(info.rusage.ru_utime, float)
+        assert_type(info.rusage, resource.struct_rusage | None)
+        if info.rusage is not None:
+            assert_type(info.rusage.ru_utime, float)
         return info.status.returncode
 
 

@@ -232,11 +232,13 @@ class ExitInfo:
         """The ``siginfo_t`` as the standard library's ``os.waitid_result``."""
 
     @property
-    def rusage(self) -> resource.struct_rusage:
+    def rusage(self) -> resource.struct_rusage | None:
         """Resource usage of the child and its waited-for descendants.
 
         The standard library's ``resource.struct_rusage``, as ``os.wait4``
-        returns it.
+        returns it; ``None`` for a child the kernel reaped itself
+        (``die_with_parent=True`` on Linux >= 7.1: ``CLONE_AUTOREAP``), whose
+        usage no system call reports.
         """
 
 @final

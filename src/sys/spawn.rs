@@ -30,6 +30,11 @@ const CLONE_VM: u64 = 0x100;
 const CLONE_PIDFD: u64 = 0x1000;
 const CLONE_VFORK: u64 = 0x4000;
 const CLONE_INTO_CGROUP: u64 = 1 << 33;
+// Linux 7.1: no zombie (the status stays readable through the pidfd), no_new_privs
+// set by the clone, and SIGKILL when the clone's pidfd file is released.
+const CLONE_AUTOREAP: u64 = 1 << 34;
+const CLONE_NNP: u64 = 1 << 35;
+const CLONE_PIDFD_AUTOKILL: u64 = 1 << 36;
 
 /// The child's stack. Its frames are a few hundred bytes; the rest is margin
 /// for a kernel or compiler that spills more.
@@ -120,7 +125,7 @@ pub struct Plan {
 /// A spawn's memory: the plan, the pointer arrays into it, the child's
 /// stack and arguments. Must outlive the child's use of it (until exec).
 pub struct Launch {
-    _plan: Plan,
+    plan: Plan,
     _argv: Vec<*const c_char>,
     _envp: Vec<*const c_char>,
     _executables: Vec<*const c_char>,
@@ -144,6 +149,10 @@ pub enum SpawnError {
 }
 
 static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+/// `CLONE_PIDFD_AUTOKILL` refused: this kernel lacks it (`EINVAL`, before 7.1).
+static NO_AUTOKILL: AtomicBool = AtomicBool::new(false);
+/// Refused without `CLONE_NNP` (`EPERM`: no `CAP_SYS_ADMIN`).
+static NO_AUTOKILL_WITHOUT_NNP: AtomicBool = AtomicBool::new(false);
 
 /// Whether a refusal has made every later [`spawn`] fail as `Unsupported`.
 pub fn refused_for_good() -> bool {
@@ -258,7 +267,7 @@ impl Launch {
             no_new_privs: plan.no_new_privs,
         });
         Self {
-            _plan: plan,
+            plan,
             _argv: argv,
             _envp: envp,
             _executables: executables,
@@ -269,13 +278,34 @@ impl Launch {
     }
 }
 
+/// A started child: its pid, its pidfd (from the clone), the memory it
+/// reads until exec, and whether the kernel reaps it itself
+/// (`CLONE_AUTOREAP`, with `CLONE_PIDFD_AUTOKILL`: its status is then read
+/// through the pidfd, and closing the last reference to that pidfd's file
+/// kills it).
+pub struct Spawned {
+    /// The child's pid.
+    pub pid: libc::pid_t,
+    /// Its pidfd, the one from the clone.
+    pub pidfd: OwnedFd,
+    /// What it reads until exec.
+    pub launch: Launch,
+    /// Whether it was cloned with `CLONE_AUTOREAP | CLONE_PIDFD_AUTOKILL`.
+    pub autokill: bool,
+}
+
 /// Start `plan`'s child; returns its pid, its pidfd and the memory it uses.
+///
+/// With `die_with_parent`, asks for `CLONE_PIDFD_AUTOKILL` first (Linux 7.1;
+/// unprivileged only with `no_new_privs`, which then comes from the clone
+/// too), and where that is refused falls back to the child's
+/// `PR_SET_PDEATHSIG`, remembering the refusal.
 ///
 /// With `wait_exec` the call returns once the child has exec'd or exited
 /// (`CLONE_VFORK`) and the [`Launch`] may be dropped at once; without it the
 /// caller must keep the [`Launch`] until the child's end of the error pipe
 /// has closed. Blocks every signal in the calling thread across the clone.
-pub fn spawn(plan: Plan, wait_exec: bool) -> Result<(libc::pid_t, OwnedFd, Launch), SpawnError> {
+pub fn spawn(plan: Plan, wait_exec: bool) -> Result<Spawned, SpawnError> {
     let refused = || SpawnError::Unsupported(io::Error::from_raw_os_error(libc::ENOSYS));
     if UNSUPPORTED.load(Ordering::Relaxed) || (plan.close_fds && !close_range_works()) {
         return Err(refused());
@@ -295,14 +325,67 @@ pub fn spawn(plan: Plan, wait_exec: bool) -> Result<(libc::pid_t, OwnedFd, Launc
         flags |= CLONE_INTO_CGROUP;
     }
     let cgroup = u64::try_from(plan.cgroup).unwrap_or(0);
+    let nnp = plan.no_new_privs;
+    let mut autokill = plan.die_with_parent
+        && !NO_AUTOKILL.load(Ordering::Relaxed)
+        && (nnp || !NO_AUTOKILL_WITHOUT_NNP.load(Ordering::Relaxed));
     let mut launch = Launch::new(plan, !wait_exec);
+    loop {
+        match clone_once(&mut launch, flags, cgroup, autokill, nnp) {
+            // Before 7.1 (EINVAL), or unprivileged without NNP (EPERM): the
+            // child's PR_SET_PDEATHSIG instead, from the next clone on.
+            Err(e @ (libc::EINVAL | libc::EPERM)) if autokill => {
+                if e == libc::EINVAL {
+                    NO_AUTOKILL.store(true, Ordering::Relaxed);
+                } else if !nnp {
+                    NO_AUTOKILL_WITHOUT_NNP.store(true, Ordering::Relaxed);
+                } else {
+                    NO_AUTOKILL.store(true, Ordering::Relaxed);
+                }
+                autokill = false;
+            }
+            Ok((pid, fd)) => {
+                return Ok(Spawned {
+                    pid,
+                    pidfd: fd,
+                    launch,
+                    autokill,
+                });
+            }
+            Err(e) => return Err(refusal(e, into_cgroup)),
+        }
+    }
+}
+
+/// One `clone3` of `launch`: the child's pid and pidfd, or the errno.
+fn clone_once(
+    launch: &mut Launch,
+    mut flags: u64,
+    cgroup: u64,
+    autokill: bool,
+    nnp: bool,
+) -> Result<(libc::pid_t, OwnedFd), i32> {
+    let mut exit_signal = libc::SIGCHLD as u64;
+    if autokill {
+        // AUTOREAP: no exit signal, no zombie. The kernel kills the child;
+        // it sets no parent-death signal of its own.
+        flags |= CLONE_AUTOREAP | CLONE_PIDFD_AUTOKILL;
+        if nnp {
+            flags |= CLONE_NNP;
+        }
+        exit_signal = 0;
+        launch.args.parent = 0;
+    } else if launch.plan.die_with_parent {
+        // SAFETY: getpid(2) cannot fail.
+        launch.args.parent = unsafe { libc::getpid() };
+    }
     let mut pidfd: libc::c_int = -1;
     let base = launch.stack.as_mut_ptr() as usize;
     let top = (base + STACK_SIZE) & !15;
     let mut clone_args = CloneArgs {
         flags,
         pidfd: &raw mut pidfd as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal,
         stack: base as u64,
         stack_size: (top - base) as u64,
         cgroup,
@@ -328,32 +411,31 @@ pub fn spawn(plan: Plan, wait_exec: bool) -> Result<(libc::pid_t, OwnedFd, Launc
         libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut());
         ret
     };
-    match ret {
-        Ok(pid) => {
-            // SAFETY: CLONE_PIDFD wrote a new close-on-exec fd that we own.
-            let fd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-            Ok((pid as libc::pid_t, fd, launch))
-        }
-        Err(e @ (libc::EAGAIN | libc::ENOMEM)) => {
-            Err(SpawnError::Os(io::Error::from_raw_os_error(e)))
-        }
+    // SAFETY: on success CLONE_PIDFD wrote a new close-on-exec fd we own.
+    ret.map(|pid| (pid as libc::pid_t, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+}
+
+/// What a failed clone means for this spawn and the next ones.
+fn refusal(e: i32, into_cgroup: bool) -> SpawnError {
+    match e {
+        libc::EAGAIN | libc::ENOMEM => SpawnError::Os(io::Error::from_raw_os_error(e)),
         // A kernel before 5.7 does not know CLONE_INTO_CGROUP: only spawns
         // into a cgroup go the other way.
-        Err(e @ (libc::EINVAL | libc::E2BIG)) if into_cgroup => {
-            Err(SpawnError::Unsupported(io::Error::from_raw_os_error(e)))
+        libc::EINVAL | libc::E2BIG if into_cgroup => {
+            SpawnError::Unsupported(io::Error::from_raw_os_error(e))
         }
         // The cgroup itself refused (EBUSY: not a leaf, ENODEV: removed,
         // EACCES, EBADF: not cgroup v2, EOPNOTSUPP: threaded): this spawn
         // fails, others do not.
-        Err(e) if into_cgroup && e != libc::ENOSYS && e != libc::EPERM => {
-            Err(SpawnError::Os(io::Error::from_raw_os_error(e)))
+        _ if into_cgroup && e != libc::ENOSYS && e != libc::EPERM => {
+            SpawnError::Os(io::Error::from_raw_os_error(e))
         }
-        Err(e) => {
+        _ => {
             // ENOSYS (before 5.3, or a seccomp filter), EPERM (a filter),
             // E2BIG/EINVAL (a kernel that refuses these arguments): the same
             // answer next time, so stop asking.
             UNSUPPORTED.store(true, Ordering::Relaxed);
-            Err(SpawnError::Unsupported(io::Error::from_raw_os_error(e)))
+            SpawnError::Unsupported(io::Error::from_raw_os_error(e))
         }
     }
 }

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from pidfd._cli.terminal import PROG, printable, silence_stdout
 
 if TYPE_CHECKING:
+    import resource
+
     from pidfd import ExitInfo, ExitStatus, Subreaper
 
 JSON = dict[str, Any]
@@ -246,8 +248,15 @@ class RunReport:
         """The command's own status, as a shell reports it."""
         return shell_status(self.info.status)
 
-    def to_json(self) -> JSON:
+    @property
+    def _rusage(self) -> resource.struct_rusage:
         ru = self.info.rusage
+        if ru is None:  # pragma: no cover - our handle comes from pidfd_open
+            raise RuntimeError("the command's resource usage is unknown (reaped by the kernel)")
+        return ru
+
+    def to_json(self) -> JSON:
+        ru = self._rusage
         ending = Ending(self.info.status).to_json()
         del ending["status_known"]  # always known for our own child
         sup = self.supervision
@@ -278,7 +287,7 @@ class RunReport:
         }
 
     def format(self) -> str:
-        ru = self.info.rusage
+        ru = self._rusage
         sup = self.supervision
         lines = [f"{PROG}: command {Ending(self.info.status).format()}"]
         own = ""
