@@ -81,11 +81,17 @@ class Popen(subprocess.Popen[AnyStr]):
     It adds three attributes to those of `subprocess.Popen`: ``pidfd``,
     ``rusage`` and ``exit_status``, and three keywords: ``die_with_parent=True``
     has the child killed (``SIGKILL``) when this process dies, even by
-    ``SIGKILL`` (``PR_SET_PDEATHSIG``, set in the child before exec; a parent
-    already gone by then is detected and the child never runs the command).
-    It fires when the *thread* that spawned the child exits, so spawn from a
-    thread that lives as long as the child should; a set-user-ID program
-    clears it at exec. ``no_new_privs=True`` sets ``PR_SET_NO_NEW_PRIVS`` in
+    ``SIGKILL``. On Linux >= 7.1 (as root, or with ``no_new_privs=True``) the
+    native spawn asks for ``CLONE_PIDFD_AUTOKILL``: the kernel kills the
+    child when the clone's pidfd (``self.pidfd``) is released, which is when
+    this process dies, or when that fd is closed while the child runs; the
+    kernel also reaps it itself (``CLONE_AUTOREAP``: no zombie, ``wait()``
+    reads the status through the pidfd, and ``rusage`` is ``None``).
+    Elsewhere it is ``PR_SET_PDEATHSIG``, set in the child before exec (a
+    parent already gone by then is detected and the child never runs the
+    command): it fires when the *thread* that spawned the child exits, so
+    spawn from a thread that lives as long as the child should, and a
+    set-user-ID program clears it at exec. ``no_new_privs=True`` sets ``PR_SET_NO_NEW_PRIVS`` in
     the child: neither the command nor anything it runs gains privileges
     through exec (set-user-ID, file capabilities). With a ``preexec_fn``
     both are set after the caller's has run. ``cgroup=`` (a cgroup v2
