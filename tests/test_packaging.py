@@ -108,3 +108,31 @@ def test_every_public_name_comes_from_its_own_module() -> None:
     assert pidfd.AsyncPidFd.__module__ == "pidfd._async"
     assert pidfd.Popen.__module__ == "pidfd._popen"
     assert pidfd.Process.__module__ == "pidfd._process"
+
+
+@pytest.mark.parametrize("clash", ["replaced", "removed"])
+def test_the_command_names_the_pypi_pidfd_clash_and_its_repair(tmp_path: Path, clash: str) -> None:
+    # A copy of the installed package whose __init__.py the other `pidfd`
+    # (PyPI 0.1.0) overwrote, or deleted on its uninstall.
+    import shutil
+
+    copy = tmp_path / "pidfd"
+    shutil.copytree(Path(pidfd.__file__).parent, copy)
+    if clash == "replaced":
+        (copy / "__init__.py").write_text("from .pidfd import PidFd\n")
+        (copy / "pidfd.py").write_text("class PidFd: pass\n")
+    else:
+        (copy / "__init__.py").unlink()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    # -S: no site-packages, where this package itself would be found first.
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "pidfd", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "the unrelated PyPI package 'pidfd' installs over it" in result.stderr
+    assert "pip uninstall -y pidfd && pip install --force-reinstall" in result.stderr

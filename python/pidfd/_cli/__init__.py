@@ -21,6 +21,20 @@ exits 124 when ``--timeout`` fired.
 
 from __future__ import annotations
 
+import pidfd as _package
+
+# The unrelated PyPI package `pidfd` installs its own pidfd/__init__.py over
+# ours (pip says nothing): what imports then is theirs, or, once it is
+# uninstalled, an empty namespace package. Say so, and how to mend it,
+# before an import below fails with a bare "cannot import name".
+if not hasattr(_package, "Cgroup"):
+    raise ImportError(
+        "the pidfd package on sys.path is not async-pidfd's whole package "
+        f"(pidfd/__init__.py: {getattr(_package, '__file__', None) or 'missing'}); the "
+        "unrelated PyPI package 'pidfd' installs over it. Repair: "
+        "pip uninstall -y pidfd && pip install --force-reinstall --no-deps async-pidfd"
+    )
+
 from pidfd._cli.entry import console, main
 
 __all__ = ["console", "main"]
