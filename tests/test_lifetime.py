@@ -290,3 +290,14 @@ def test_autokill_child_dies_when_its_clone_pidfd_is_closed() -> None:
         assert status is not None and status.signal == signal.SIGKILL
     with contextlib.suppress(OSError):
         p.wait(timeout=10)
+
+
+@autokill
+@pytest.mark.anyio
+async def test_autokill_child_is_awaited_by_run_process() -> None:
+    done = await pidfd.run_process(["sh", "-c", "exit 5"], die_with_parent=True, check=False)
+    assert done.returncode == 5
+    assert done.rusage is None
+    async with await pidfd.open_process(["sleep", "30"], die_with_parent=True) as process:
+        process.kill()
+        assert await process.wait() == -signal.SIGKILL
