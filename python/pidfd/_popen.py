@@ -2,10 +2,10 @@
 
 `Popen` is `subprocess.Popen` with the waiting and the signalling moved onto
 a pidfd. Spawning stays CPython's own `_execute_child`, so every option
-(`preexec_fn`, `pass_fds`, `process_group`, `user`, `umask`, ...) behaves as
-the standard library documents it; the pidfd is opened the moment that call
-returns, while the child is certainly ours and unreaped (its pid cannot have
-been reused yet), and it is closed as soon as the child has been reaped.
+behaves as the standard library documents it, with `_spawn`'s clone3 in
+place of its `fork_exec` where it can: the pidfd then comes from the clone.
+On the stock path it is opened as that call returns, while the child is
+ours and unreaped. It is closed once the child has been reaped.
 
 What changes, compared with `subprocess.Popen`:
 
@@ -20,11 +20,9 @@ What changes, compared with `subprocess.Popen`:
   it (`PIDFD_INFO_EXIT`, Linux >= 6.15); otherwise 0, as `subprocess` says,
   and `exit_status` stays `None` so the two cases can be told apart.
 
-Where `pidfd_open` is refused (an old kernel, a seccomp sandbox, `EMFILE`),
-`pidfd` is `None` and the object waits and signals exactly as
-`subprocess.Popen` does; it never fails to start a process for want of a
-handle. It still reaps with ``os.wait4`` rather than ``os.waitpid`` there, so
-`rusage` and `exit_status` are set on that path too.
+Where `pidfd_open` is refused (an old kernel, a sandbox, `EMFILE`), `pidfd`
+is `None` and the object behaves as `subprocess.Popen`, reaping with
+``os.wait4`` so that `rusage` and `exit_status` are still set.
 """
 
 from __future__ import annotations
@@ -79,31 +77,24 @@ class Popen(subprocess.Popen[AnyStr]):
         print(proc.exit_status, proc.pidfd)   # ExitStatus(code=3) None
 
     It adds three attributes to those of `subprocess.Popen`: ``pidfd``,
-    ``rusage`` and ``exit_status``, and three keywords: ``die_with_parent=True``
-    has the child killed (``SIGKILL``) when this process dies, even by
-    ``SIGKILL``. On Linux >= 7.1 (as root, or with ``no_new_privs=True``) the
-    native spawn asks for ``CLONE_PIDFD_AUTOKILL``: the kernel kills the
-    child when the clone's pidfd (``self.pidfd``) is released, which is when
-    this process dies, or when that fd is closed while the child runs; the
-    kernel also reaps it itself (``CLONE_AUTOREAP``: no zombie, ``wait()``
-    reads the status through the pidfd, and ``rusage`` is ``None``).
-    Elsewhere it is ``PR_SET_PDEATHSIG``, set in the child before exec (a
-    parent already gone by then is detected and the child never runs the
-    command): it fires when the *thread* that spawned the child exits, so
-    spawn from a thread that lives as long as the child should, and a
-    set-user-ID program clears it at exec. ``no_new_privs=True`` sets ``PR_SET_NO_NEW_PRIVS`` in
-    the child: neither the command nor anything it runs gains privileges
-    through exec (set-user-ID, file capabilities). With a ``preexec_fn``
-    both are set after the caller's has run. ``cgroup=`` (a cgroup v2
-    directory: a path, an open directory fd or a :class:`pidfd.Cgroup`)
-    starts the child inside that cgroup (``CLONE_INTO_CGROUP``, Linux 5.7),
-    so that nothing it forks is ever outside it; the stock path moves the
-    child there before a ``preexec_fn`` runs. A missing path raises
-    ``FileNotFoundError``, a file ``NotADirectoryError``, a directory not on
-    cgroup v2 ``ValueError`` (saying where cgroup v2 is mounted), one whose
-    ``cgroup.procs`` this user may not write ``PermissionError``; a cgroup
-    the kernel refuses (not a leaf: ``EBUSY``) ``OSError`` saying why. In
-    every case no child was started.
+    ``rusage`` and ``exit_status``, and three keywords (the how-to "Make sure
+    nothing outlives your program" has the details):
+
+    - ``die_with_parent=True``: the child is SIGKILLed when this process
+      dies, even by SIGKILL. Linux >= 7.1 (root, or with ``no_new_privs``):
+      ``CLONE_PIDFD_AUTOKILL``, so also when ``self.pidfd`` is closed while
+      it runs, and the kernel reaps it (``wait()`` reads the status through
+      the pidfd; ``rusage`` is ``None``). Before: ``PR_SET_PDEATHSIG`` in the
+      child, which fires when the spawning *thread* exits and which exec of
+      a set-user-ID program clears.
+    - ``no_new_privs=True``: ``PR_SET_NO_NEW_PRIVS`` in the child (with a
+      ``preexec_fn``, after it, as ``PR_SET_PDEATHSIG``).
+    - ``cgroup=`` (a path, an open directory fd or a :class:`pidfd.Cgroup`):
+      the child starts in that cgroup v2 (``CLONE_INTO_CGROUP``; the stock
+      path moves it first thing). ``FileNotFoundError``,
+      ``NotADirectoryError``, ``ValueError`` (not cgroup v2),
+      ``PermissionError`` or ``OSError`` (the kernel refused: ``EBUSY``, not
+      a leaf) say what is wrong, and then no child was started.
 
     Thread-safe as `subprocess.Popen` is: reaping is serialised by the same
     ``_waitpid_lock``, and no lock is held while a ``wait()`` blocks.
@@ -185,21 +176,17 @@ class Popen(subprocess.Popen[AnyStr]):
     #: ``returncode`` is 0, as `subprocess` reports it).
     exit_status: ExitStatus | None = None
     # True from the moment a pidfd is opened, and still True once it has
-    # been closed after the reap: such an object never falls back to waiting
-    # on or signalling a bare pid. False where pidfd_open was refused (or a
-    # subclass spawned without calling our _execute_child): then every call
-    # is the stock class's.
+    # been closed after the reap (never falling back to a bare pid). False
+    # where pidfd_open was refused or our _execute_child never ran: stock.
     _on_pidfd: bool = False
     # Whether the child led its own process group when it was started
     # (start_new_session=True, process_group=0, or preexec_fn=os.setsid).
     _leads_group: bool = False
 
-    # The stock class keeps returncode as a plain attribute; ours closes the
-    # pidfd the moment it is set, because code outside may set it after
-    # reaping the child itself: asyncio's subprocess transport does, after
-    # its watcher's os.waitpid(), and every later wait() or poll() then
-    # returns at once without touching our handle. Our own reaps close it
-    # the same way, by setting returncode.
+    # A property, not the stock plain attribute: setting it closes the
+    # pidfd, because code outside may set it after reaping the child itself
+    # (asyncio's subprocess transport does, after its os.waitpid()); our own
+    # reaps close it the same way.
     _returncode: int | None = None
 
     @property
