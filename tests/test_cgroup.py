@@ -223,8 +223,13 @@ def test_a_parent_that_does_not_exist(cgroup_v2: None, tmp_path: Path) -> None:
 
 
 def test_a_parent_that_is_not_cgroup_v2(cgroup_v2: None, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"is not a cgroup v2 directory.*cgroup v2 is mounted at"):
+    with pytest.raises(
+        ValueError, match=r"not a cgroup v2 directory.*cgroup v2 is mounted at"
+    ) as e:
         Cgroup(parent=tmp_path)
+    # Also an OSError naming the path, as every other bad cgroup path.
+    assert isinstance(e.value, OSError)
+    assert e.value.filename == str(tmp_path)
     file = tmp_path / "file"
     file.write_text("")
     with pytest.raises(NotADirectoryError):

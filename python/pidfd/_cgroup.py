@@ -73,7 +73,8 @@ class Cgroup:
     owners (``Popen.wait()``); the cgroup no longer counts them.
 
     Errors: a ``parent`` that does not exist raises ``FileNotFoundError``;
-    one that is not on cgroup v2 (or no cgroup v2 at all) ``ValueError``
+    one that is not on cgroup v2 (or no cgroup v2 at all) ``ValueError`` (for a
+    path, one that is also an ``OSError`` naming it)
     saying where cgroup v2 is mounted, if anywhere; one this process may
     not write ``PermissionError`` naming the path and what to delegate.
     """

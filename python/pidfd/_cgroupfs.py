@@ -21,6 +21,12 @@ DELEGATE_HINT = (
 )
 
 
+class NotCgroupV2Error(OSError, ValueError):
+    """A directory that is not on cgroup v2: an ``OSError`` naming it, as for
+    any bad cgroup path, and a ``ValueError`` (what ``Cgroup(parent=)``
+    raised first), as ``io.UnsupportedOperation`` is both."""
+
+
 def cgroup2_mounts() -> list[tuple[str, str]]:
     """``(mount point, root)`` of each cgroup v2 mount, from mountinfo."""
     return [(point, root) for point, root, fstype in _procfs.mounts() if fstype == "cgroup2"]
@@ -74,7 +80,9 @@ def check_cgroup2_dir(parent: str, role: str = "the parent cgroup") -> str:
             best = (point, fstype)
     if best is None or best[1] != "cgroup2":
         on = "" if best is None else f" (it is on {best[1]} mounted at {best[0]})"
-        raise ValueError(f"{parent} is not a cgroup v2 directory{on}; {where_cgroup2()}")
+        raise NotCgroupV2Error(
+            errno.EINVAL, f"not a cgroup v2 directory{on}; {where_cgroup2()}", parent
+        )
     return real
 
 
