@@ -13,13 +13,13 @@ import contextlib
 import decimal
 import math
 import threading
-import types
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from pidfd._closing import Closing
 from pidfd._native import _REAP_GRACE, PidFd
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def _timeout_error(pid: int, secs: float) -> TimeoutError:
     )
 
 
-class AsyncPidFd:
+class AsyncPidFd(Closing):
     """An asynchronous handle on a process, built on :class:`PidFd`.
 
     Every non-blocking call is the native handle's; only the waits are async.
@@ -385,29 +385,8 @@ class AsyncPidFd:
             # The run is over, and with it every watcher of the fd.
             self._pidfd.close()
 
-    def __enter__(self) -> AsyncPidFd:
+    def _check_open(self) -> None:
         self._open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> AsyncPidFd:
-        self._open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return "<Async" + repr(self._pidfd)[1:]

@@ -17,18 +17,17 @@ import os
 import select
 import signal
 import time
-import types
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 
 from pidfd._async import _check_timeout
 from pidfd._cgroupfs import DELEGATE_HINT, check_cgroup2_dir, own_cgroup_dir
+from pidfd._closing import Closing
 from pidfd._native import PidFd
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from typing import Self
 
 __all__ = ["Cgroup"]
 
@@ -46,7 +45,7 @@ class _HasPid(Protocol):
     def pid(self) -> int: ...
 
 
-class Cgroup:
+class Cgroup(Closing):
     """A transient child cgroup v2; killing it kills every process in it.
 
     Creates a new, uniquely named cgroup under this process's own cgroup v2
@@ -415,6 +414,14 @@ class Cgroup:
         if fd is not None:
             os.close(fd)
 
+    def _kill_left(self) -> bool:
+        """Start closing: whether anything was left to kill (and was killed)."""
+        self._check_not_hosting()
+        if not self.populated:
+            return False
+        self.kill()
+        return True
+
     def close(self) -> None:
         """Kill what is left, wait (a few seconds at most) until empty, remove the cgroup.
 
@@ -423,9 +430,7 @@ class Cgroup:
         """
         if self._fd is None:
             return
-        self._check_not_hosting()
-        if self.populated:
-            self.kill()
+        if self._kill_left():
             with contextlib.suppress(TimeoutError):
                 self.wait_empty(_CLOSE_WAIT)
         self._remove()
@@ -434,35 +439,15 @@ class Cgroup:
         """:meth:`close` with the wait awaited under asyncio or trio."""
         if self._fd is None:
             return
-        self._check_not_hosting()
-        if self.populated:
-            self.kill()
+        if self._kill_left():
             with contextlib.suppress(TimeoutError):
                 await self.wait_empty_async(_CLOSE_WAIT)
         self._remove()
 
-    def __enter__(self) -> Self:
+    def _check_open(self) -> None:
         self._dirfd()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        self._dirfd()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
+    async def _close_async(self) -> None:
         await self.aclose()
 
     def __repr__(self) -> str:

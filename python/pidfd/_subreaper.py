@@ -22,12 +22,12 @@ import os
 import signal
 import threading
 import time
-import types
 from typing import TYPE_CHECKING
 
 import anyio
 
 from pidfd import _children, _procfs
+from pidfd._closing import Closing
 from pidfd._native import ExitStatus, PidFd, _child_subreaper, _set_child_subreaper
 from pidfd._native import wait_any as _wait_any
 
@@ -73,7 +73,7 @@ def _still_our_child(handle: PidFd) -> bool:
     return True
 
 
-class Subreaper:
+class Subreaper(Closing):
     """Adopt and reap every descendant orphaned inside a ``with`` block.
 
     While the block runs this process is a child subreaper
@@ -150,15 +150,6 @@ class Subreaper:
         self._at_entry = at_entry
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        """End the block: :meth:`close`."""
-        self.close()
-
     def close(self) -> None:
         """Terminate, reap and release every adopted process; restore the setting.
 
@@ -178,17 +169,7 @@ class Subreaper:
         finally:
             self._release()
 
-    async def __aenter__(self) -> Self:
-        """As ``__enter__`` (it does not block)."""
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        """End the block: :meth:`aclose`."""
+    async def _close_async(self) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:

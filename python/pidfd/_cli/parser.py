@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 import textwrap
-from typing import NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from pidfd import __version__, _procfs
 from pidfd._cli.terminal import PROG
@@ -191,9 +191,14 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    fmt = _HelpFormatter
 
-    run = sub.add_parser(
+    def command(name: str, **kwargs: Any) -> Any:
+        # Each subcommand's parser, which main() finds again for its usage line.
+        sub_parser = sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+        sub_parser.set_defaults(sub_parser=sub_parser)
+        return sub_parser
+
+    run = command(
         "run",
         help="run a command, forward signals to it, report its exit and resource usage",
         usage="%(prog)s [-h] [--timeout DURATION] [--kill-after DURATION]\n"
@@ -204,10 +209,8 @@ def build_parser() -> Parser:
         "code or signal, core dump) and its resource usage (CPU time, max RSS,\n"
         "page faults, context switches), like /usr/bin/time -v.",
         epilog=RUN_EPILOG,
-        formatter_class=fmt,
     )
     run.usage_status = RUN_FAILED
-    run.set_defaults(sub_parser=run)
     run.add_argument(
         "--timeout",
         type=duration,
@@ -264,15 +267,13 @@ def build_parser() -> Parser:
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]", help="the command")
 
-    wait = sub.add_parser(
+    wait = command(
         "wait",
         help="wait for any processes (children or not) to exit, without reaping them",
         description="Wait for the processes PID... to exit, whoever their parent is,\n"
         "and report each as it exits, like util-linux waitpid(1).",
         epilog=WAIT_EPILOG,
-        formatter_class=fmt,
     )
-    wait.set_defaults(sub_parser=wait)
     wait.add_argument(
         "--timeout",
         type=duration,
@@ -298,15 +299,13 @@ def build_parser() -> Parser:
     )
     wait.add_argument("pids", nargs="+", type=_pid, metavar="PID", help="process ids")
 
-    info = sub.add_parser(
+    info = command(
         "info",
         help="show what the kernel reports about a process (PIDFD_GET_INFO)",
         description="Show a process's ids, credentials, cgroup and, once it has exited,\n"
         "its exit status, as PIDFD_GET_INFO reports them (Linux >= 6.13).",
         epilog=INFO_EPILOG,
-        formatter_class=fmt,
     )
-    info.set_defaults(sub_parser=info)
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("pid", type=_pid, metavar="PID", help="process id")
     return parser
