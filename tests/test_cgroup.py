@@ -414,3 +414,23 @@ def test_a_kernel_that_cannot_clone_into_a_cgroup_moves_the_child(cg: Cgroup) ->
     v = ast.literal_eval(out["value"])
     assert v["first"] == ("subprocess", True, False), v
     assert v["then"] == ("subprocess", True), v
+
+
+def _cgroup_v1_dir() -> str | None:
+    """A cgroup v1 hierarchy's directory, where the machine mounts one."""
+    from pidfd import _procfs
+
+    return next((point for point, _, fstype in _procfs.mounts() if fstype == "cgroup"), None)
+
+
+def test_a_cgroup_v1_directory_is_refused_before_anything_starts(
+    cgroup_v2: None, tmp_path: Path
+) -> None:
+    v1 = _cgroup_v1_dir()
+    if v1 is None:
+        pytest.skip("no cgroup v1 hierarchy is mounted here")
+    marker = tmp_path / "started"
+    with pytest.raises(OSError, match=r"not a cgroup v2 directory \(it is on cgroup mounted at"):
+        pidfd.Popen(["touch", str(marker)], cgroup=v1)
+    time.sleep(0.1)
+    assert not marker.exists()
