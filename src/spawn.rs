@@ -18,7 +18,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 
 use crate::handle::PidFd;
-use crate::sys::spawn::{Launch, Plan, SpawnError, Spawned, spawn};
+use crate::sys::spawn::{ERRPIPE_READ, ERRPIPE_WRITE, Launch, Plan, SpawnError, Spawned, spawn};
 
 fn c_string(bytes: &PyBackedBytes) -> PyResult<CString> {
     // The message os.fsencode'd paths get from CPython's own converter.
@@ -139,7 +139,7 @@ pub fn _spawn(
     keep: Vec<i32>,
     cwd: Option<PyBackedBytes>,
     env: Option<Vec<PyBackedBytes>>,
-    fds: (i32, i32, i32, i32, i32, i32, i32, i32),
+    fds: [i32; 8],
     restore_signals: bool,
     setsid: bool,
     pgid: i32,
@@ -153,8 +153,6 @@ pub fn _spawn(
     no_new_privs: bool,
     cgroup: i32,
 ) -> PyResult<Option<(i32, PidFd, Option<ExecStatus>)>> {
-    let (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write) =
-        fds;
     let mut plan = Plan {
         argv: c_strings(&argv)?,
         executables: c_strings(&executables)?,
@@ -163,14 +161,7 @@ pub fn _spawn(
         keep,
         close_fds,
         chdir_marker,
-        p2cread,
-        p2cwrite,
-        c2pread,
-        c2pwrite,
-        errread,
-        errwrite,
-        errpipe_read,
-        errpipe_write,
+        fds,
         close_first: [-1, -1],
         restore_signals,
         setsid,
@@ -192,11 +183,12 @@ pub fn _spawn(
         // read end (the caller closes it as it would have closed the write
         // end), which the child closes first.
         let (r, w) = crate::sys::pipe_high()?;
-        crate::sys::replace_fd(r.as_fd(), errpipe_write)?;
-        plan.close_first = [errpipe_write, -1];
-        plan.errpipe_write = w.as_raw_fd();
-        if let Err(at) = plan.keep.binary_search(&plan.errpipe_write) {
-            plan.keep.insert(at, plan.errpipe_write);
+        let callers = plan.fds[ERRPIPE_WRITE];
+        crate::sys::replace_fd(r.as_fd(), callers)?;
+        plan.close_first = [callers, -1];
+        plan.fds[ERRPIPE_WRITE] = w.as_raw_fd();
+        if let Err(at) = plan.keep.binary_search(&w.as_raw_fd()) {
+            plan.keep.insert(at, w.as_raw_fd());
         }
         status_pipe = Some((r, w));
     }
@@ -205,8 +197,8 @@ pub fn _spawn(
         // Nothing started, and the caller spawns the stock way next: give
         // its two numbers a fresh error pipe in place of the one we took.
         let (fresh_r, fresh_w) = crate::sys::pipe_high()?;
-        crate::sys::replace_fd(fresh_r.as_fd(), errpipe_read)?;
-        crate::sys::replace_fd(fresh_w.as_fd(), errpipe_write)?;
+        crate::sys::replace_fd(fresh_r.as_fd(), fds[ERRPIPE_READ])?;
+        crate::sys::replace_fd(fresh_w.as_fd(), fds[ERRPIPE_WRITE])?;
     }
     match result {
         Ok(Spawned {

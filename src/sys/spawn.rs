@@ -78,24 +78,13 @@ pub struct Plan {
     /// Report a failed `chdir` as `noexec:chdir` (CPython 3.13 and later)
     /// rather than `noexec`.
     pub chdir_marker: bool,
-    /// The parent's ends of the standard-stream pipes and their child ends,
-    /// `-1` where unused, as `fork_exec` takes them.
-    pub p2cread: i32,
-    /// See `p2cread`.
-    pub p2cwrite: i32,
-    /// See `p2cread`.
-    pub c2pread: i32,
-    /// See `p2cread`.
-    pub c2pwrite: i32,
-    /// See `p2cread`.
-    pub errread: i32,
-    /// See `p2cread`.
-    pub errwrite: i32,
-    /// The error pipe's ends: the child closes the read end and reports on
-    /// the write end, which closes on exec.
-    pub errpipe_read: i32,
-    /// See `errpipe_read`.
-    pub errpipe_write: i32,
+    /// The fds `fork_exec` takes, in its order: the parent's and the
+    /// child's ends of the three standard-stream pipes (`p2cread`,
+    /// `p2cwrite`, `c2pread`, `c2pwrite`, `errread`, `errwrite`; `-1` where
+    /// unused), then the error pipe's ends (`errpipe_read`, which the child
+    /// closes, and [`ERRPIPE_WRITE`], which it reports on and which closes
+    /// on exec).
+    pub fds: [i32; 8],
     /// Fds the child closes first (`-1` for none).
     pub close_first: [i32; 2],
     /// Reset `SIGPIPE` and `SIGXFSZ` to their defaults (CPython ignores them).
@@ -121,6 +110,11 @@ pub struct Plan {
     /// (`CLONE_INTO_CGROUP`, Linux 5.7), `-1` for the parent's.
     pub cgroup: i32,
 }
+
+/// Where the error pipe's read end is in [`Plan::fds`].
+pub const ERRPIPE_READ: usize = 6;
+/// Where its write end is.
+pub const ERRPIPE_WRITE: usize = 7;
 
 /// A spawn's memory: the plan, the pointer arrays into it, the child's
 /// stack and arguments. Must outlive the child's use of it (until exec).
@@ -238,16 +232,7 @@ impl Launch {
             groups: groups.as_ptr(),
             groups_len: groups.len(),
             set_groups: plan.groups.is_some(),
-            fds: [
-                plan.p2cread,
-                plan.p2cwrite,
-                plan.c2pread,
-                plan.c2pwrite,
-                plan.errread,
-                plan.errwrite,
-                plan.errpipe_read,
-                plan.errpipe_write,
-            ],
+            fds: plan.fds,
             close_first: plan.close_first,
             close_fds: plan.close_fds,
             chdir_marker: plan.chdir_marker,
