@@ -435,7 +435,7 @@ def _spawn(
     *,
     die_with_parent: bool = False,
     no_new_privs: bool = False,
-    cgroup: int = -1,
+    cgroup: int = ...,
 ) -> tuple[int, PidFd, ExecStatus | None] | None:
     """Start a child with ``clone3(CLONE_PIDFD)``; ``None`` where refused.
 
