@@ -153,11 +153,21 @@ impl PidFd {
                 self.pid
             )));
         }
+        let Some((code, status)) = Exit(info.exit_code).siginfo() else {
+            return Err(PyRuntimeError::new_err(format!(
+                "unexpected PIDFD_INFO_EXIT status {:#x} for pid {}",
+                info.exit_code, self.pid
+            )));
+        };
         *reaped = true;
-        Ok(Some((
-            child_info_from_waitstatus(self.pid, info.ruid, info.exit_code),
-            None,
-        )))
+        let child = ChildInfo {
+            pid: self.pid,
+            uid: info.ruid,
+            signo: libc::SIGCHLD,
+            status,
+            code,
+        };
+        Ok(Some((child, None)))
     }
 
     /// `send_signal(sig, group=True)`: the group this process leads.
@@ -225,26 +235,6 @@ impl PidFd {
             _ if kernel_version() < (6, 15) || reaped => ExitState::Settled(None),
             _ => ExitState::Pending,
         }
-    }
-}
-
-/// The `siginfo_t` fields `waitid` would have filled for a child that
-/// ended with wait status `ws` (for one reaped by the kernel itself).
-fn child_info_from_waitstatus(pid: libc::pid_t, uid: u32, ws: i32) -> ChildInfo {
-    let signal = ws & 0x7f;
-    let (code, status) = if signal == 0 {
-        (status::CLD_EXITED, (ws >> 8) & 0xff)
-    } else if ws & status::CORE_FLAG != 0 {
-        (status::CLD_DUMPED, signal)
-    } else {
-        (status::CLD_KILLED, signal)
-    };
-    ChildInfo {
-        pid,
-        uid,
-        signo: libc::SIGCHLD,
-        status,
-        code,
     }
 }
 

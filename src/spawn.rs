@@ -115,8 +115,10 @@ pub fn _spawn_refused() -> bool {
 /// `errpipe_read`, for `subprocess` to read) and the third item is `None`;
 /// without, at once, the child reporting on a pipe of its own (an
 /// [`ExecStatus`]) after closing `errpipe_write`. `die_with_parent`: the
-/// child gets `PR_SET_PDEATHSIG(SIGKILL)` and ends at once if this process
-/// died before that (see `sys::child`); `no_new_privs`:
+/// child is cloned with `CLONE_PIDFD_AUTOKILL` on Linux >= 7.1 (the handle
+/// returned is then one of a child the kernel reaps itself), else gets
+/// `PR_SET_PDEATHSIG(SIGKILL)` and ends at once if this process died before
+/// that (see `sys::child`); `no_new_privs`:
 /// `PR_SET_NO_NEW_PRIVS` in the child; `cgroup`: an open directory fd of
 /// the cgroup v2 the child starts in (`CLONE_INTO_CGROUP`), `-1` for ours.
 /// A cgroup the kernel refuses raises `OSError` with its errno (nothing

@@ -85,6 +85,18 @@ impl Exit {
         self.signal().is_some() && self.0 & CORE_FLAG != 0
     }
 
+    /// `(si_code, si_status)` as `waitid` reports this exit: the inverse of
+    /// [`waitstatus_from_siginfo`], for a child no `waitid` reaped
+    /// (`CLONE_AUTOREAP`). `None` for a word that is no exit.
+    pub fn siginfo(self) -> Option<(i32, i32)> {
+        match (self.code(), self.signal()) {
+            (Some(code), _) => Some((CLD_EXITED, code)),
+            (None, Some(sig)) if self.core_dumped() => Some((CLD_DUMPED, sig)),
+            (None, Some(sig)) => Some((CLD_KILLED, sig)),
+            (None, None) => None,
+        }
+    }
+
     /// `subprocess` convention: the exit code, or minus the signal number.
     pub fn returncode(self) -> i32 {
         match (self.code(), self.signal()) {
@@ -166,6 +178,24 @@ mod tests {
                 Err(DecodeError::BadSignal(sig))
             );
         }
+    }
+
+    #[test]
+    fn siginfo_is_the_inverse_of_waitstatus_from_siginfo() {
+        for ws in (0..=255)
+            .map(|c| c << 8)
+            .chain(1..=0x7e)
+            .chain((1..=0x7e).map(|s| s | 0x80))
+        {
+            let (si_code, si_status) = Exit(ws).siginfo().unwrap();
+            assert_eq!(
+                waitstatus_from_siginfo(si_code, si_status),
+                Ok(ws),
+                "{ws:#x}"
+            );
+        }
+        // A stopped process's word is no exit.
+        assert_eq!(Exit(0x137f).siginfo(), None);
     }
 
     #[test]

@@ -25,7 +25,8 @@ class CompletedProcess(subprocess.CompletedProcess[_T]):
     ``resource.struct_rusage``; ``exit_status`` its decoded
     :class:`ExitStatus`. Either is ``None`` where it could not be known (a
     child reaped by the kernel because ``SIGCHLD`` is ignored, or a sandbox
-    that refuses ``pidfd_open``).
+    that refuses ``pidfd_open``); ``rusage`` also for a ``die_with_parent``
+    child on Linux >= 7.1, which the kernel reaps itself.
     """
 
     def __init__(

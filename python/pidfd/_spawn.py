@@ -51,7 +51,7 @@ class Request:
         self, wait_exec: bool, *, die_with_parent: bool = False, no_new_privs: bool = False
     ) -> None:
         self.wait_exec = wait_exec
-        #: Kill the child when the spawning thread exits (see `with_lifetime`).
+        #: Kill the child when this process dies (see `pidfd.Popen`).
         self.die_with_parent = die_with_parent
         #: ``PR_SET_NO_NEW_PRIVS`` in the child.
         self.no_new_privs = no_new_privs

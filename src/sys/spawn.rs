@@ -101,8 +101,10 @@ pub struct Plan {
     pub uid: Option<u32>,
     /// `umask(mask)` when `>= 0`.
     pub umask: i32,
-    /// Have the child killed (`SIGKILL`) when the spawning thread exits
-    /// (`PR_SET_PDEATHSIG`), and never start if its parent is already gone.
+    /// Have the child killed (`SIGKILL`) when this process dies:
+    /// `CLONE_PIDFD_AUTOKILL` where the kernel has it (see [`spawn`]), else
+    /// `PR_SET_PDEATHSIG` in the child (which fires when the spawning thread
+    /// exits) and never starting if its parent is already gone.
     pub die_with_parent: bool,
     /// `PR_SET_NO_NEW_PRIVS` in the child.
     pub no_new_privs: bool,
@@ -243,12 +245,8 @@ impl Launch {
             uid: plan.uid.map_or(-1, i64::from),
             umask: plan.umask,
             mask: &raw const *mask,
-            parent: if plan.die_with_parent {
-                // SAFETY: getpid(2) cannot fail.
-                unsafe { libc::getpid() }
-            } else {
-                0
-            },
+            // Set for each clone attempt (clone_once).
+            parent: 0,
             no_new_privs: plan.no_new_privs,
         });
         Self {
@@ -359,11 +357,15 @@ fn clone_once(
             flags |= CLONE_NNP;
         }
         exit_signal = 0;
-        launch.args.parent = 0;
-    } else if launch.plan.die_with_parent {
-        // SAFETY: getpid(2) cannot fail.
-        launch.args.parent = unsafe { libc::getpid() };
     }
+    // The child's PR_SET_PDEATHSIG and getppid() check, where the kernel
+    // does not kill it: they need the spawning process's pid.
+    launch.args.parent = if launch.plan.die_with_parent && !autokill {
+        // SAFETY: getpid(2) cannot fail.
+        unsafe { libc::getpid() }
+    } else {
+        0
+    };
     let mut pidfd: libc::c_int = -1;
     let base = launch.stack.as_mut_ptr() as usize;
     let top = (base + STACK_SIZE) & !15;
