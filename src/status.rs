@@ -180,13 +180,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn siginfo_is_the_inverse_of_waitstatus_from_siginfo() {
-        for ws in (0..=255)
+    /// Every word the kernel's exit path can produce: exit codes shifted,
+    /// signals with and without the core bit.
+    fn kernel_words() -> impl Iterator<Item = i32> {
+        (0..=255)
             .map(|c| c << 8)
             .chain(1..=0x7e)
             .chain((1..=0x7e).map(|s| s | 0x80))
-        {
+    }
+
+    #[test]
+    fn siginfo_is_the_inverse_of_waitstatus_from_siginfo() {
+        for ws in kernel_words() {
             let (si_code, si_status) = Exit(ws).siginfo().unwrap();
             assert_eq!(
                 waitstatus_from_siginfo(si_code, si_status),
@@ -200,13 +205,7 @@ mod tests {
 
     #[test]
     fn status_words_from_the_kernel_decode_like_libc() {
-        // Every word the kernel's exit path can produce: exit codes shifted,
-        // signals with and without the core bit.
-        for ws in (0..=255)
-            .map(|c| c << 8)
-            .chain(1..=0x7e)
-            .chain((1..=0x7e).map(|s| s | 0x80))
-        {
+        for ws in kernel_words() {
             let exit = Exit(ws);
             let (exited, status, signaled, termsig, core) = libc_view(ws);
             assert_eq!(exit.code(), exited.then_some(status));
