@@ -418,6 +418,16 @@ impl PidFd {
         }
     }
 
+    /// For `pidfd.Popen.wait()`: block until the process has exited, without
+    /// reaping it (that is done under the Popen's lock); `False` once
+    /// `timeout` seconds (`None`: no limit) have passed first. As `wait()`:
+    /// GIL released, signal handlers run.
+    fn _wait_exited(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = Deadline::from_timeout(timeout)?;
+        let fd = self.fd()?;
+        poll_until(py, &mut [pollfd(&fd, libc::POLLIN)], deadline)
+    }
+
     /// Reap the child if it has exited and return its `ExitInfo`; `None`
     /// while it is still running. Never blocks.
     fn try_wait(&self, py: Python<'_>) -> PyResult<Option<Py<ExitInfo>>> {

@@ -6,16 +6,17 @@
 //! kernel or sandbox refuses `clone3` (the caller then spawns the stock way;
 //! nothing was started).
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::sync::Mutex;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
 use crate::handle::PidFd;
 use crate::sys::spawn::{ERRPIPE_READ, ERRPIPE_WRITE, Launch, Plan, SpawnError, Spawned, spawn};
@@ -30,6 +31,24 @@ fn c_string(bytes: &PyBackedBytes) -> PyResult<CString> {
 // argument and environment entry.
 fn c_strings(list: &[PyBackedBytes]) -> PyResult<Vec<CString>> {
     list.iter().map(c_string).collect()
+}
+
+/// An argument or path as `os.fsencode` gives it: bytes as they are, str
+/// in the filesystem encoding (PyO3's `OsString` is `PyUnicode_EncodeFSDefault`,
+/// what `os.fsencode` calls), anything else (a path-like object) through
+/// `os.fsencode` itself, for its own conversion and `TypeError`. Done here
+/// rather than by `os.fsencode` in Python for each argument: that loop was
+/// a measurable share of a spawn (W5).
+fn fs_c_string(obj: &Bound<'_, PyAny>) -> PyResult<CString> {
+    let bytes: Vec<u8> = if let Ok(b) = obj.cast::<PyBytes>() {
+        b.as_bytes().to_vec()
+    } else if obj.is_instance_of::<PyString>() {
+        obj.extract::<OsString>()?.into_vec()
+    } else {
+        let encoded = obj.py().import("os")?.call_method1("fsencode", (obj,))?;
+        encoded.cast::<PyBytes>()?.as_bytes().to_vec()
+    };
+    CString::new(bytes).map_err(|_| PyValueError::new_err("embedded null byte"))
 }
 
 /// The exec status of a child started without waiting for its exec: the
@@ -135,11 +154,11 @@ pub fn _spawn_refused() -> bool {
 )]
 pub fn _spawn(
     py: Python<'_>,
-    argv: Vec<PyBackedBytes>,
+    argv: Vec<Bound<'_, PyAny>>,
     executables: Vec<PyBackedBytes>,
     close_fds: bool,
     keep: Vec<i32>,
-    cwd: Option<PyBackedBytes>,
+    cwd: Option<Bound<'_, PyAny>>,
     env: Option<Vec<PyBackedBytes>>,
     fds: [i32; 8],
     restore_signals: bool,
@@ -156,10 +175,10 @@ pub fn _spawn(
     cgroup: i32,
 ) -> PyResult<Option<(i32, PidFd, Option<ExecStatus>)>> {
     let mut plan = Plan {
-        argv: c_strings(&argv)?,
+        argv: argv.iter().map(fs_c_string).collect::<PyResult<_>>()?,
         executables: c_strings(&executables)?,
         env: env.as_deref().map(c_strings).transpose()?,
-        cwd: cwd.as_ref().map(c_string).transpose()?,
+        cwd: cwd.as_ref().map(fs_c_string).transpose()?,
         keep,
         close_fds,
         chdir_marker,

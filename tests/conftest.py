@@ -57,6 +57,22 @@ def no_fd_leak() -> Iterator[None]:
     assert not leaked, f"fds leaked: {sorted(leaked)}"
 
 
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    """Put back, after the test, the handlers of the signals tests set
+    (SIGINT, SIGUSR1, SIGALRM, SIGCHLD), and cancel any interval timer."""
+    saved = {
+        s: signal.getsignal(s)
+        for s in (signal.SIGINT, signal.SIGUSR1, signal.SIGALRM, signal.SIGCHLD)
+    }
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
 class Ticker:
     """A heartbeat for an event loop: ``tg.start_soon(ticker.run)``, then read
     ``ticker.count``, which grows every 10 ms for as long as the loop runs."""

@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,17 +33,6 @@ LOST = 1.0
 # How long the waiting thread is left blocked before the signal is sent, so
 # that the signal lands while it is inside the system call.
 SETTLE = 0.2
-
-
-@pytest.fixture
-def restore_signals() -> Iterator[None]:
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1, signal.SIGALRM)}
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for s, h in saved.items():
-            signal.signal(s, h)
 
 
 # Each blocking entry point, called on a handle whose child sleeps for 30 s.

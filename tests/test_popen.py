@@ -32,7 +32,7 @@ import _helpers as rh
 import pidfd
 from _helpers import REUSE_PID, is_running, is_unreaped, kernel_at_least, open_fds, wait_zombie
 from _seccomp import NR_CLONE3, NR_PIDFD_OPEN, NR_WAITID, P_PIDFD, SKIP_REASON, Rule, run_snippet
-from pidfd import ExitStatus, PidFd
+from pidfd import ExitStatus, PidFd, _children
 
 # PIDFD_INFO_EXIT: the kernel keeps the status of a reaped process for its
 # pidfd. Without it, a child reaped behind Popen's back reports 0.
@@ -58,16 +58,6 @@ def popens() -> Iterator[list[pidfd.Popen[Any]]]:
         for stream in (p.stdin, p.stdout, p.stderr):
             if stream is not None:
                 stream.close()
-
-
-@pytest.fixture
-def restore_signals() -> Iterator[None]:
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGCHLD)}
-    try:
-        yield
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
 
 
 # -- the class and its attributes ----------------------------------------------
@@ -117,6 +107,29 @@ def test_pidfd_from_spawn_until_reaped(popens: list[pidfd.Popen[Any]]) -> None:
     # Reaped: the handle is closed and dropped, no fd kept per finished child.
     assert p.pidfd is None
     assert handle.closed
+
+
+@pytest.mark.parametrize("reap", ["wait", "poll", "stock wait"])
+def test_owner_registry_holds_a_child_until_it_is_reaped(
+    reap: str, popens: list[pidfd.Popen[Any]]
+) -> None:
+    """Subreaper and the pytest plugin ask the registry whose child a pid is:
+    the answer is this Popen while the child runs, and nobody's once it has
+    been reaped (however it was), while the Popen object lives on."""
+    p = pidfd.Popen(["sleep", "30"])
+    popens.append(p)
+    assert _children.owner(p.pid) is p
+    assert p.pid in _children.pids()
+    if reap == "stock wait":
+        p._leave_pidfd()  # as where waitid(P_PIDFD) is refused
+    p.kill()
+    if reap == "poll":
+        while p.poll() is None:
+            time.sleep(0.01)
+    else:
+        p.wait(timeout=30)
+    assert _children.owner(p.pid) is None
+    assert p.pid not in _children.pids()
 
 
 def test_wait_records_death_by_signal(popens: list[pidfd.Popen[Any]]) -> None:

@@ -75,6 +75,10 @@ CASES: list[tuple[str, Any, dict[str, Any]]] = [
     ("no close_fds", ["sh", "-c", "ls /proc/self/fd | wc -l"], {"close_fds": False}),
     ("bytes args", [b"/bin/echo", b"\xff"], {}),
     ("path-like", [Path("/bin/echo"), Path("x")], {}),
+    ("undecodable str arg", ["/bin/echo", "a\udcff"], {}),
+    ("path-like cwd", ["/bin/pwd"], {"cwd": Path("/")}),
+    ("bytes cwd", ["/bin/pwd"], {"cwd": b"/"}),
+    ("bad cwd type", ["/bin/pwd"], {"cwd": 3}),
 ]
 
 

@@ -60,7 +60,28 @@ FORK_EXEC_ARGS = 23
 
 #: CPython's own method (whatever `subprocess.Popen` is bound to later).
 stock_execute_child: Any = subprocess.Popen._execute_child  # type: ignore[attr-defined]
-_globals: dict[str, Any] = {}
+
+
+def _names_read(code: types.CodeType) -> set[str]:
+    """Every name ``code`` and the functions nested in it look up."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names_read(const)
+    return names
+
+
+# The subprocess globals the stock method reads (os, sys, _USE_VFORK...),
+# refreshed before each call: the whole module dict would cost a few times
+# more, on every spawn.
+_READS = tuple(
+    sorted(
+        name
+        for name in _names_read(stock_execute_child.__code__)
+        if name in subprocess.__dict__ and name not in ("_fork_exec", "_USE_POSIX_SPAWN")
+    )
+)
+_globals: dict[str, Any] = {"__builtins__": subprocess.__dict__["__builtins__"]}
 _ours: Any = None
 if stock_execute_child.__closure__ is None:
     _ours = types.FunctionType(
@@ -84,14 +105,15 @@ def execute_child_on(fork_exec: Callable[..., int]) -> Any:
     module knows.
 
     The copy reads the ``subprocess`` module's globals as they are now (a
-    monkeypatched ``_USE_VFORK`` or ``_waitpid`` is honoured), with two
+    monkeypatched ``_USE_VFORK`` or ``os`` is honoured), with two
     exceptions: ``_fork_exec`` is ours, and ``os.posix_spawn`` is never
     used (it would bypass the native spawn).
     """
     stock = subprocess.__dict__
     if _ours is None or stock.get("_fork_exec") is not STOCK_FORK_EXEC:
         return None
-    _globals.update(stock)
+    for name in _READS:
+        _globals[name] = stock[name]
     _globals["_fork_exec"] = fork_exec
     _globals["_USE_POSIX_SPAWN"] = False
     return _ours

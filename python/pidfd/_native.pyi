@@ -8,10 +8,10 @@ cannot be subclassed.
 
 import os
 import resource
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal, Self, final
 
-from _typeshed import HasFileno
+from _typeshed import HasFileno, StrOrBytesPath
 
 __all__ = [
     "_REAP_GRACE",
@@ -126,6 +126,11 @@ class PidFd:
         process is not a child of this one, or was already reaped.
         """
 
+    def _wait_exited(self, timeout: float | None) -> bool:
+        """For `pidfd.Popen`: block until the process has exited, without reaping it.
+
+        ``False`` once ``timeout`` seconds have passed first.
+        """
     def try_wait(self) -> ExitInfo | None:
         """Reap the child if it has exited and return its :class:`ExitInfo`.
 
@@ -416,18 +421,18 @@ def _spawn_refused() -> bool:
     """Whether ``clone3`` was refused for good in this process. Private."""
 
 def _spawn(
-    argv: list[bytes],
-    executables: list[bytes],
+    argv: Sequence[StrOrBytesPath],
+    executables: Sequence[bytes],
     close_fds: bool,
-    keep: list[int],
-    cwd: bytes | None,
+    keep: Sequence[int],
+    cwd: StrOrBytesPath | None,
     env: list[bytes] | None,
     fds: tuple[int, int, int, int, int, int, int, int],
     restore_signals: bool,
     setsid: bool,
     pgid: int,
     gid: int | None,
-    groups: list[int] | None,
+    groups: Sequence[int] | None,
     uid: int | None,
     umask: int,
     wait_exec: bool,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import operator
 import os
 import signal
 import subprocess
@@ -38,7 +39,6 @@ from typing import TYPE_CHECKING, Any, AnyStr, Literal, overload
 
 from pidfd import _cgroupfs, _children, _compat, _spawn
 from pidfd._native import ExecStatus, ExitStatus, PidFd
-from pidfd._native import wait_any as _wait_any
 
 if TYPE_CHECKING:
     import resource
@@ -203,16 +203,29 @@ class Popen(subprocess.Popen[AnyStr]):
         self._exit_info = None
         self._rusage = value
 
-    @property
-    def returncode(self) -> int | None:
-        """As in `subprocess.Popen`: the exit code, ``-signal``, or ``None``."""
-        return self._returncode
-
-    @returncode.setter
-    def returncode(self, value: int | None) -> None:
+    def _set_returncode(self, value: int | None) -> None:
         self._returncode = value
-        if value is not None and self.pidfd is not None:
-            self._close_pidfd()
+        if value is not None:
+            if self.pidfd is not None:
+                self._close_pidfd()
+            _children.forget(getattr(self, "pid", 0), self)
+
+    if TYPE_CHECKING:
+
+        @property
+        def returncode(self) -> int | None: ...
+        @returncode.setter
+        def returncode(self, value: int | None) -> None: ...
+
+    else:
+        # The getter is C (attrgetter), not a method: the stock class reads
+        # returncode a dozen times per child, and a Python-level getter was
+        # a measurable share of a spawn's parent CPU (W5).
+        returncode = property(
+            operator.attrgetter("_returncode"),
+            _set_returncode,
+            doc="As in `subprocess.Popen`: the exit code, ``-signal``, or ``None``.",
+        )
 
     def __del__(self, *args: Any, **kwargs: Any) -> None:
         # The stock __del__ warns once about a child still running, then
@@ -224,9 +237,10 @@ class Popen(subprocess.Popen[AnyStr]):
         try:
             super().__del__(*args, **kwargs)
         finally:
-            kept = getattr(subprocess, "_active", None) or ()
-            if self.pidfd is not None and not any(p is self for p in kept):
-                self._close_pidfd()
+            if self.pidfd is not None:
+                kept = getattr(subprocess, "_active", None) or ()
+                if not any(p is self for p in kept):
+                    self._close_pidfd()
 
     # -- spawning -----------------------------------------------------------
 
@@ -318,13 +332,6 @@ class Popen(subprocess.Popen[AnyStr]):
 
     # -- recording an exit ----------------------------------------------------
 
-    def _record_exit(self, info: ExitInfo) -> None:
-        # Caller holds _waitpid_lock.
-        status = info.status
-        self.exit_status = status
-        self._exit_info = info
-        self.returncode = status.returncode  # which closes the pidfd
-
     def _record_reaped_elsewhere(self, handle: PidFd, deadstate: int | None) -> None:
         """The child was reaped behind our back, or auto-reaped (SIGCHLD ignored).
 
@@ -368,7 +375,10 @@ class Popen(subprocess.Popen[AnyStr]):
             self._leave_pidfd()
         else:
             if info is not None:
-                self._record_exit(info)
+                status = info.status
+                self.exit_status = status
+                self._exit_info = info
+                self.returncode = status.returncode  # which closes the pidfd
 
     # -- the stock paths (no pidfd) ---------------------------------------------
 
@@ -422,8 +432,8 @@ class Popen(subprocess.Popen[AnyStr]):
         return self.returncode
 
     def _wait(self, timeout: float | None) -> int:
-        if self.returncode is not None:
-            return self.returncode
+        if self._returncode is not None:
+            return self._returncode
         deadline = None if timeout is None else time.monotonic() + timeout
         # What TimeoutExpired reports (only raised when there is a deadline).
         limit = 0.0 if timeout is None else timeout
@@ -435,19 +445,19 @@ class Popen(subprocess.Popen[AnyStr]):
                 # exited (at once if it has): GIL released, signal handlers
                 # run (Ctrl-C raises here, leaving the child unreaped). Never
                 # under the lock, so that poll() in another thread is never
-                # kept waiting.
-                try:
-                    _wait_any((handle,), remaining)
-                except TimeoutError:
-                    pass  # one last look below, then TimeoutExpired
+                # kept waiting. On a timeout: one last look below, then
+                # TimeoutExpired.
+                # Not contextlib.suppress: it costs three Python calls per wait.
+                try:  # noqa: SIM105
+                    handle._wait_exited(remaining)
                 except ValueError:
                     pass  # closed meanwhile by another thread that reaped it
             if self._on_pidfd:
                 with self._waitpid_lock:
-                    if self.returncode is None and self._on_pidfd:
+                    if self._returncode is None and self._on_pidfd:
                         self._reap_nohang(None)
-            if self.returncode is not None:
-                return self.returncode
+            if self._returncode is not None:
+                return self._returncode
             remaining = None if deadline is None else deadline - time.monotonic()
             if not self._on_pidfd:
                 return super()._wait(remaining)  # type: ignore[misc, no-any-return]

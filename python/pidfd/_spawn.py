@@ -153,23 +153,30 @@ def fork_exec(*args: Any) -> int:
         preexec_fn,
         allow_vfork,
     ) = args
-    if preexec_fn is not None or not allow_vfork or not _ids_in_range(gid, uid, extra_groups):
+    if (
+        preexec_fn is not None
+        or not allow_vfork
+        or not (
+            (gid is None and uid is None and extra_groups is None)
+            or _ids_in_range(gid, uid, extra_groups)
+        )
+    ):
         # An id out of range: the stock call raises its own ValueError.
         return _stock(args, request)
     try:
         spawned = _spawn(
-            [os.fsencode(a) for a in argv],
+            argv,
             executable_list,
             bool(close_fds),
             pass_fds,
-            None if cwd is None else os.fsencode(cwd),
+            cwd,
             env_list,
             (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, errpipe_read, errpipe_write),
             bool(restore_signals),
             bool(call_setsid),
             pgid_to_set,
             gid,
-            None if extra_groups is None else list(extra_groups),
+            extra_groups,
             uid,
             child_umask,
             request.wait_exec,
