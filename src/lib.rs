@@ -59,7 +59,7 @@ use crate::results::{ExitInfo, ExitStatus};
 #[pymodule(gil_used = false)]
 mod _native {
     #[pymodule_export]
-    use super::spawn::{_child_lifetime, _spawn, _spawn_refused, ExecStatus};
+    use super::spawn::{_child_lifetime, _spawn, _spawn_ready, _spawn_refused, ExecStatus};
     #[pymodule_export]
     use super::subreaper::{_child_subreaper, _set_child_subreaper};
     #[pymodule_export]

@@ -19,7 +19,9 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyString};
 
 use crate::handle::PidFd;
-use crate::sys::spawn::{ERRPIPE_READ, ERRPIPE_WRITE, Launch, Plan, SpawnError, Spawned, spawn};
+use crate::sys::spawn::{
+    ERRPIPE_READ, ERRPIPE_WRITE, Launch, Plan, SpawnError, Spawned, ready, spawn,
+};
 
 fn c_string(bytes: &PyBackedBytes) -> PyResult<CString> {
     // The message os.fsencode'd paths get from CPython's own converter.
@@ -125,6 +127,13 @@ pub fn _spawn_refused() -> bool {
     crate::sys::spawn::refused_for_good()
 }
 
+/// Whether `_spawn` would try `clone3` for these `close_fds` (it may still
+/// be refused by the clone itself: a seccomp filter, an old kernel).
+#[pyfunction]
+pub fn _spawn_ready(close_fds: bool) -> bool {
+    ready(close_fds)
+}
+
 /// Spawn through `clone3(CLONE_PIDFD)`; see the module docs.
 ///
 /// `chdir_marker`: report a failed `chdir` as `noexec:chdir`, as CPython
@@ -143,6 +152,13 @@ pub fn _spawn_refused() -> bool {
 /// A cgroup the kernel refuses raises `OSError` with its errno (nothing
 /// started); one this kernel cannot clone into returns `None` like a
 /// refused `clone3`, for this spawn only.
+///
+/// With no error pipe (`errpipe_read` and `errpipe_write` both -1; only
+/// with `wait_exec` and no `gid`, `groups` or `uid`), the child reports a
+/// failure in our memory, which it shares (`CLONE_VM`) until it has exec'd
+/// or exited: no pipe is made, read or closed. The third item is then that
+/// report, CPython's error-pipe bytes (the child has exited, unreaped), or
+/// `None` when it exec'd.
 #[pyfunction]
 #[pyo3(signature = (argv, executables, close_fds, keep, cwd, env, fds, restore_signals, setsid, pgid, gid, groups, uid, umask, wait_exec, chdir_marker, *, die_with_parent = false, no_new_privs = false, cgroup = -1))]
 // The flat signature mirrors _posixsubprocess.fork_exec, whose arguments the
@@ -173,7 +189,7 @@ pub fn _spawn(
     die_with_parent: bool,
     no_new_privs: bool,
     cgroup: i32,
-) -> PyResult<Option<(i32, PidFd, Option<ExecStatus>)>> {
+) -> PyResult<Option<(i32, PidFd, Option<Py<PyAny>>)>> {
     let mut plan = Plan {
         argv: argv.iter().map(fs_c_string).collect::<PyResult<_>>()?,
         executables: c_strings(&executables)?,
@@ -228,14 +244,22 @@ pub fn _spawn(
             launch,
             autokill,
         }) => {
-            let status = status_pipe.map(|(r, w)| {
+            let report = launch.report();
+            let status = if let Some((r, w)) = status_pipe {
                 drop(w);
                 let fd = r.as_raw_fd();
-                ExecStatus {
-                    pending: Mutex::new(Some((File::from(r), launch))),
-                    fd,
-                }
-            });
+                let pending = Mutex::new(Some((File::from(r), launch)));
+                Some(
+                    ExecStatus { pending, fd }
+                        .into_pyobject(py)?
+                        .into_any()
+                        .unbind(),
+                )
+            } else if report.is_empty() {
+                None
+            } else {
+                Some(PyBytes::new(py, report).into_any().unbind())
+            };
             let handle = if autokill {
                 PidFd::autoreaped(fd, child)
             } else {

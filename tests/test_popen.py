@@ -132,6 +132,18 @@ def test_owner_registry_holds_a_child_until_it_is_reaped(
     assert p.pid not in _children.pids()
 
 
+def test_owner_registry_sweeps_out_reaped_children() -> None:
+    """The registry stays small however many children finish while their
+    Popen objects live on (a job runner keeps its results)."""
+    kept = []
+    for _ in range(3 * _children._SWEEP_FROM):
+        p = pidfd.Popen(["/bin/true"])
+        p.wait()
+        kept.append(p)
+    assert len(_children._by_pid) < 2 * _children._SWEEP_FROM
+    assert not {p.pid for p in kept} & _children.pids()
+
+
 def test_wait_records_death_by_signal(popens: list[pidfd.Popen[Any]]) -> None:
     p = pidfd.Popen([SLEEP, "30"])
     popens.append(p)

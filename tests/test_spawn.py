@@ -79,6 +79,8 @@ CASES: list[tuple[str, Any, dict[str, Any]]] = [
     ("path-like cwd", ["/bin/pwd"], {"cwd": Path("/")}),
     ("bytes cwd", ["/bin/pwd"], {"cwd": b"/"}),
     ("bad cwd type", ["/bin/pwd"], {"cwd": 3}),
+    ("negative pass_fds", ["/bin/true"], {"pass_fds": (-1,)}),
+    ("pass_fds beyond an int", ["/bin/true"], {"pass_fds": (2**40,)}),
 ]
 
 

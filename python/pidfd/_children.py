@@ -1,14 +1,14 @@
 """The registry of running `pidfd.Popen` children, by pid.
 
-A `Popen` registers its child when it starts it and forgets it when it
-records the child's exit (every reap sets ``returncode``); an entry of an
-object collected before that reads as absent. `pidfd.Subreaper` leaves these
-pids alone (their Popen reaps them), and the pytest plugin counts them as the
-test's own.
+A `Popen` registers its child when it starts it. `owner` and `pids` answer
+only for children not yet reaped: an entry whose Popen has recorded an exit
+(or been collected) reads as absent, and such entries are swept out as the
+registry grows. `pidfd.Subreaper` leaves these pids alone (their Popen reaps
+them), and the pytest plugin counts them as the test's own.
 
-A plain dict of weak references rather than a `weakref.WeakValueDictionary`:
-this runs once per spawn and once per reap, and the dictionary's
-per-entry callback objects cost more than the rest of the bookkeeping
+A plain dict of weak references, swept now and then, rather than a
+`weakref.WeakValueDictionary` or a removal at each reap: this runs once per
+spawn, and both of those cost more than the rest of a reap's bookkeeping
 together (W5 in ``benchmarks/``).
 """
 
@@ -18,32 +18,33 @@ import weakref
 from typing import Any
 
 _by_pid: dict[int, weakref.ref[Any]] = {}
+# The size at which register() next sweeps out finished entries.
+_SWEEP_FROM = 256
+_sweep_at = _SWEEP_FROM
+
+
+def _running(ref: weakref.ref[Any]) -> Any:
+    popen = ref()
+    return popen if popen is not None and popen.returncode is None else None
 
 
 def register(pid: int, popen: Any) -> None:
-    """Record ``popen`` as the owner of child ``pid`` until `forget`."""
+    """Record ``popen`` as the owner of child ``pid`` until it is reaped."""
+    global _sweep_at
     _by_pid[pid] = weakref.ref(popen)
-
-
-def forget(pid: int, popen: Any) -> None:
-    """Drop ``pid``'s entry if it is still ``popen``'s (the child is reaped)."""
-    ref = _by_pid.get(pid)
-    if ref is not None and ((current := ref()) is popen or current is None):
-        del _by_pid[pid]
+    if len(_by_pid) >= _sweep_at:
+        for old, ref in list(_by_pid.items()):
+            if _running(ref) is None:
+                del _by_pid[old]
+        _sweep_at = max(_SWEEP_FROM, 2 * len(_by_pid))
 
 
 def owner(pid: int) -> Any:
-    """The live `pidfd.Popen` that started ``pid``, or ``None``."""
+    """The live `pidfd.Popen` whose unreaped child ``pid`` is, or ``None``."""
     ref = _by_pid.get(pid)
-    return None if ref is None else ref()
+    return None if ref is None else _running(ref)
 
 
 def pids() -> set[int]:
     """The pids of every child a live `pidfd.Popen` started and has not reaped."""
-    live = set()
-    for pid, ref in list(_by_pid.items()):
-        if ref() is None:
-            _by_pid.pop(pid, None)
-        else:
-            live.add(pid)
-    return live
+    return {pid for pid, ref in list(_by_pid.items()) if _running(ref) is not None}

@@ -420,6 +420,9 @@ def _child_lifetime(parent: int, no_new_privs: bool = False) -> None:
 def _spawn_refused() -> bool:
     """Whether ``clone3`` was refused for good in this process. Private."""
 
+def _spawn_ready(close_fds: bool) -> bool:
+    """Whether ``_spawn`` would try ``clone3`` with these ``close_fds``. Private."""
+
 def _spawn(
     argv: Sequence[StrOrBytesPath],
     executables: Sequence[bytes],
@@ -441,8 +444,11 @@ def _spawn(
     die_with_parent: bool = False,
     no_new_privs: bool = False,
     cgroup: int = ...,
-) -> tuple[int, PidFd, ExecStatus | None] | None:
+) -> tuple[int, PidFd, ExecStatus | bytes | None] | None:
     """Start a child with ``clone3(CLONE_PIDFD)``; ``None`` where refused.
+
+    The third item: the pending `ExecStatus` (``wait_exec=False``), the
+    child's failure report (no error pipe: both of its fds ``-1``), or ``None``.
 
     Private: ``pidfd._spawn.fork_exec`` passes ``_posixsubprocess.fork_exec``'s
     arguments on.

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import operator
 import os
-import signal
 import subprocess
 import time
 from typing import TYPE_CHECKING, Any, AnyStr, Literal, overload
 
 from pidfd import _cgroupfs, _children, _compat, _spawn
+from pidfd._groups import GroupSignals, check_signal_range
 from pidfd._native import ExecStatus, ExitStatus, PidFd
 
 if TYPE_CHECKING:
@@ -54,17 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["Popen"]
 
 
-def _check_signal_range(sig: int) -> None:
-    if isinstance(sig, int) and not 0 <= sig <= signal.SIGRTMAX:
-        # The errno os.kill gives for the same mistake, with the range.
-        raise OSError(
-            errno.EINVAL,
-            f"signal number {sig} is out of range: use 1..{int(signal.SIGRTMAX)} "
-            f"(e.g. signal.SIGTERM), or 0 to check that the process exists",
-        )
-
-
-class Popen(subprocess.Popen[AnyStr]):
+class Popen(GroupSignals, subprocess.Popen[AnyStr]):
     """`subprocess.Popen` on a pidfd: race-free waits and signals, with rusage.
 
     Takes every argument `subprocess.Popen` takes, with the same meaning,
@@ -205,10 +194,8 @@ class Popen(subprocess.Popen[AnyStr]):
 
     def _set_returncode(self, value: int | None) -> None:
         self._returncode = value
-        if value is not None:
-            if self.pidfd is not None:
-                self._close_pidfd()
-            _children.forget(getattr(self, "pid", 0), self)
+        if value is not None and self.pidfd is not None:
+            self._close_pidfd()
 
     if TYPE_CHECKING:
 
@@ -267,6 +254,11 @@ class Popen(subprocess.Popen[AnyStr]):
         # pidfd._spawn). When it returns without raising, the child exists
         # and has not been reaped; when it raises, the child has already
         # been reaped and there is nothing to hold.
+        if not (kwargs or self._die_with_parent or self._no_new_privs or self._cgroup is not None):
+            plain = _spawn.execute_plain(self, args) if self._wait_exec else None
+            if plain is not None:
+                self._hold(*plain)
+                return
         request = _spawn.Request(
             self._wait_exec,
             die_with_parent=self._die_with_parent,
@@ -283,13 +275,10 @@ class Popen(subprocess.Popen[AnyStr]):
                 self._spawn_path = "clone3"
             if owned:
                 os.close(request.cgroup)
-        _children.register(self.pid, self)
         if request.handle is not None:
-            self.pidfd = request.handle
-            self._exec_status = request.status
-            self._leads_group = request.leads_group
-            self._on_pidfd = True
+            self._hold(request.handle, request.leads_group, request.status)
             return
+        _children.register(self.pid, self)
         # The stock spawn: the child has exec'd, so whatever made it a group
         # leader (setsid/setpgid in the forked child) has run; unreaped, its
         # pid is still its own, so this reads its group and nobody else's.
@@ -305,6 +294,15 @@ class Popen(subprocess.Popen[AnyStr]):
             # kernel (see docs/howto/replace-popen.md); stock waiting then
             # reports 0.
             return
+        self._on_pidfd = True
+
+    def _hold(self, handle: PidFd, leads_group: bool, status: ExecStatus | None = None) -> None:
+        """Keep the native spawn's ``handle`` (and the exec ``status`` it may
+        still have to report) for the child just started."""
+        _children.register(self.pid, self)
+        self.pidfd = handle
+        self._exec_status = status
+        self._leads_group = leads_group
         self._on_pidfd = True
 
     def _close_pidfd(self) -> None:
@@ -500,7 +498,7 @@ class Popen(subprocess.Popen[AnyStr]):
         handle = self.pidfd
         if handle is None:  # pragma: no cover - poll() sets returncode then
             return
-        _check_signal_range(sig)
+        check_signal_range(sig)
         try:
             handle.send_signal(sig)
         except ProcessLookupError:
@@ -514,83 +512,6 @@ class Popen(subprocess.Popen[AnyStr]):
             # Otherwise another thread reaped the child and closed it.
 
     # terminate() and kill() are the stock ones: both call send_signal().
-
-    def _reaped_error(self, how: str) -> ProcessLookupError:
-        return ProcessLookupError(
-            errno.ESRCH,
-            f"pid {self.pid} {how}, so the process group it led can no longer be "
-            f"signalled safely (its id may name another group now); signal the "
-            f"group before reaping the leader",
-        )
-
-    def _signal_group(self, sig: int) -> None:
-        """``send_signal(sig, group=True)``: the pidfd first, then ``killpg``."""
-        _check_signal_range(sig)
-        # No poll() first, unlike a plain signal: reaping a zombie leader
-        # would free the group id while members may still run.
-        handle = self.pidfd
-        if self._on_pidfd and handle is not None:
-            try:
-                handle.send_signal(sig, group=True)
-            except ValueError:
-                # Closed: by another thread that reaped the child, or by the
-                # user. The fallback's own check under the lock tells which.
-                pass
-            except OSError as exc:
-                if exc.errno != errno.ENOSYS:
-                    raise
-            else:
-                return
-        # Reaped already (the pidfd is gone), or no group signals (ENOSYS,
-        # before Linux 6.9): the fallback refuses a reaped leader itself.
-        self._killpg_while_unreaped(sig)
-
-    def _killpg_while_unreaped(self, sig: int) -> None:
-        """The fallback for kernels without group signals (or without a pidfd).
-
-        ``killpg`` names the group by number; that number is safe only while
-        the leader is unreaped, so the check and the signal happen under
-        ``_waitpid_lock``, which every reap by this object takes.
-        """
-        # Our own reaps hold the lock only for a non-blocking waitid; the
-        # stock wait (no pidfd) holds it while it blocks, and then the child
-        # is unreaped until it exits: signalling without the lock is the
-        # race subprocess.Popen.send_signal has, no wider.
-        locked = self._waitpid_lock.acquire(self._on_pidfd)
-        try:
-            if self.returncode is not None:
-                raise self._reaped_error("has been reaped")
-            try:
-                # WNOWAIT: look, never reap. ECHILD: reaped behind our back.
-                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                raise self._reaped_error("was reaped by something else in this program") from None
-            if os.getpgid(self.pid) != self.pid:
-                # What the kernel's group signal says on Linux >= 6.9, on
-                # every kernel: no group has this unreaped child's pid as its
-                # id (one could only be the child's own), so there is no
-                # group to signal. Not the ENOSYS below: nothing is missing.
-                raise ProcessLookupError(
-                    errno.ESRCH,
-                    f"pid {self.pid} leads no process group (start it with "
-                    f"start_new_session=True or process_group=0 to make it lead one); "
-                    f"signal {sig} was not sent",
-                )
-            # Unreaped and its own group's leader: the group id is its pid.
-            os.killpg(self.pid, sig)
-        finally:
-            if locked:
-                self._waitpid_lock.release()
-
-    def _kill_for_exit(self) -> None:
-        """SIGKILL the child on the way out -- first its whole group, if it
-        leads one, while it is unreaped and so still pins the group id."""
-        if self._leads_group:
-            # Nothing left in the group, not permitted, or no safe way:
-            # the leader itself is still killed below.
-            with contextlib.suppress(OSError):
-                self.send_signal(signal.SIGKILL, group=True)
-        self.kill()
 
 
 def _close_abandoned() -> None:

@@ -25,11 +25,19 @@ from __future__ import annotations
 import builtins
 import os
 import subprocess
+import sys
 import threading
 from typing import Any
 
 from pidfd import _cgroupfs, _compat
-from pidfd._native import ExecStatus, PidFd, _child_lifetime, _spawn, _spawn_refused
+from pidfd._native import (
+    ExecStatus,
+    PidFd,
+    _child_lifetime,
+    _spawn,
+    _spawn_ready,
+    _spawn_refused,
+)
 
 
 class Request:
@@ -123,6 +131,18 @@ def native_refused() -> bool:
     return _refused
 
 
+# The six standard-stream fds of a child that inherits all three.
+_NO_STD_FDS = (-1,) * 6
+# The largest fd number fork_exec takes (a C int).
+_FD_LIMIT = 2**31 - 1
+
+
+def _check_fds_to_keep(keep: Any) -> None:
+    """``fork_exec``'s check of its sorted ``fds_to_keep``, and its message."""
+    if keep and (keep[0] < 0 or keep[-1] > _FD_LIMIT):
+        raise ValueError("bad value(s) in fds_to_keep")
+
+
 def fork_exec(*args: Any) -> int:
     """``_posixsubprocess.fork_exec``, natively where it can (see the module)."""
     request: Request | None = getattr(_current, "request", None)
@@ -163,6 +183,7 @@ def fork_exec(*args: Any) -> int:
     ):
         # An id out of range: the stock call raises its own ValueError.
         return _stock(args, request)
+    _check_fds_to_keep(pass_fds)
     try:
         spawned = _spawn(
             argv,
@@ -201,10 +222,122 @@ def fork_exec(*args: Any) -> int:
         # writer of this one is left, so the stock read meets EOF at once;
         # non-blocking, it is not a read an event loop's watchdog flags.
         os.set_blocking(errpipe_read, False)
-    pid, request.handle, request.status = spawned
+    pid, request.handle, status = spawned
+    if isinstance(status, ExecStatus):
+        request.status = status
     request.native = True
     request.leads_group = bool(call_setsid) or pgid_to_set == 0
     return pid
+
+
+def execute_plain(popen: subprocess.Popen[Any], args: tuple[Any, ...]) -> tuple[PidFd, bool] | None:
+    """The stock ``_execute_child(*args)`` for ``popen``, done here in full
+    for the common case. Returns the child's handle (it has exec'd) and
+    whether it leads its own process group.
+
+    ``None`` (nothing started) where the case is not that common one --
+    a ``preexec_fn``, credentials, ``_USE_VFORK`` off, a mocked
+    ``_fork_exec``, a CPython whose method this module does not know -- or
+    where ``clone3`` is refused: then `execute_child` does the work.
+
+    Without credentials the child runs in our memory until it has exec'd
+    (``CLONE_VM | CLONE_VFORK``), so it reports a failure there
+    (``_native._spawn`` without error-pipe fds) instead of on the stock pipe, which is
+    never made: one pipe, three closes and a read fewer per spawn, and no
+    copy of the stock method run around the clone. What it raises, audits
+    and leaves behind is the stock method's, case for case (the stock one
+    runs ``sys.audit("subprocess.Popen", ...)`` before it forks, and so does
+    this; only a first refusal of ``clone3`` audits twice).
+    """
+    global _refused
+    if len(args) != _compat.EXECUTE_CHILD_ARGS or _refused or not _compat.plain_spawn_ok():
+        return None
+    cmd, executable, preexec_fn, close_fds, pass_fds, cwd, env, _, _, shell = args[:10]
+    # p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite: fork_exec's.
+    std_fds = args[10:16]
+    restore_signals, gid, gids, uid, umask, start_new_session, process_group = args[16:]
+    if not (
+        preexec_fn is None
+        and gid is None
+        and gids is None
+        and uid is None
+        and _spawn_ready(bool(close_fds))
+    ):
+        return None
+    # The argument forms subprocess takes, as it normalises them.
+    argv: list[Any]
+    if isinstance(cmd, (str, bytes)):
+        argv = [cmd]
+    elif isinstance(cmd, os.PathLike):
+        if shell:
+            raise TypeError("path-like args is not allowed when shell is true")
+        argv = [cmd]
+    else:
+        argv = list(cmd)
+    if shell:
+        argv[:0] = ["/system/bin/sh" if hasattr(sys, "getandroidapilevel") else "/bin/sh", "-c"]
+        if executable:
+            argv[0] = executable
+    program = argv[0] if executable is None else executable
+    sys.audit("subprocess.Popen", program, argv, cwd, env)
+    env_list = None
+    if env is not None:
+        env_list = []
+        for key, value in env.items():
+            name = os.fsencode(key)
+            if b"=" in name:
+                raise ValueError("illegal environment variable name")
+            env_list.append(name + b"=" + os.fsencode(value))
+    path = os.fsencode(program)
+    if os.path.dirname(path):
+        candidates: tuple[bytes, ...] = (path,)
+    else:
+        # The PATH search of os.execvpe, done before the clone.
+        candidates = tuple(os.path.join(os.fsencode(d), path) for d in os.get_exec_path(env))
+    keep = sorted(map(int, set(pass_fds)))
+    _check_fds_to_keep(keep)
+    spawned = _spawn(
+        argv,
+        candidates,
+        bool(close_fds),
+        keep,
+        cwd,
+        env_list,
+        (*std_fds, -1, -1),  # no error pipe: the child reports in our memory
+        bool(restore_signals),
+        bool(start_new_session),
+        process_group,
+        None,
+        None,
+        None,
+        umask,
+        True,
+        _compat.CHDIR_MARKER,
+    )
+    if spawned is None:
+        if _spawn_refused():
+            _refused = True
+        return None
+    popen.pid, handle, report = spawned
+    popen._child_created = True  # type: ignore[attr-defined]
+    # Started natively, even if its exec is about to be reported failed.
+    popen._spawn_path = "clone3"  # type: ignore[attr-defined]
+    if std_fds != _NO_STD_FDS or hasattr(popen, "_devnull"):
+        popen._close_pipe_fds(*std_fds)  # type: ignore[attr-defined]
+    else:
+        popen._closed_child_pipe_fds = True  # type: ignore[attr-defined]
+    if not isinstance(report, bytes):
+        return handle, bool(start_new_session) or process_group == 0
+    # The child failed before or at exec and has exited: reaped before the
+    # exception, as subprocess reaps its own.
+    with handle:
+        try:
+            info = handle.wait()
+        except ChildProcessError:
+            pass  # SIGCHLD ignored: the kernel reaped it
+        else:
+            popen.returncode = info.status.returncode
+    raise exec_error(report, program, cwd)
 
 
 def execute_child(popen: subprocess.Popen[Any], request: Request, *args: Any) -> None:

@@ -242,8 +242,7 @@ class Subreaper(Closing):
         for pid in _procfs.children():
             if pid in self._held or pid in self._at_entry or pid in _claimed:
                 continue
-            owner = _children.owner(pid)
-            if owner is not None and owner.returncode is None:
+            if _children.owner(pid) is not None:
                 continue  # a pidfd.Popen's own child: it reaps it
             try:
                 handle = PidFd.from_pid(pid)

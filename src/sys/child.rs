@@ -38,7 +38,22 @@ pub(super) struct ChildArgs {
     pub(super) parent: i32,
     /// `PR_SET_NO_NEW_PRIVS`.
     pub(super) no_new_privs: bool,
+    /// Where to put the failure report when there is no error pipe
+    /// (`fds[7]` is -1): the parent's memory, shared (`CLONE_VM`) and read
+    /// once the child has exec'd or exited (`CLONE_VFORK`).
+    pub(super) report: *mut Report,
 }
+
+/// A failure report in the parent's memory: `len` bytes of `buf`, in the
+/// error pipe's format; `len` 0 while nothing failed.
+#[repr(C)]
+pub(super) struct Report {
+    pub(super) len: usize,
+    pub(super) buf: [u8; REPORT_SIZE],
+}
+
+/// `OSError:` + 8 hex digits + `:noexec:chdir` fits with room to spare.
+pub(super) const REPORT_SIZE: usize = 40;
 
 const F_GETFD: usize = libc::F_GETFD as usize;
 const F_SETFD: usize = libc::F_SETFD as usize;
@@ -344,10 +359,10 @@ unsafe fn exec(a: &ChildArgs) -> i32 {
 
 /// Write `OSError:<hex errno>:[noexec[:chdir]]` to the error pipe, as
 /// CPython's child does, so that `subprocess` raises what it would raise for
-/// its own child.
-fn report(fd: i32, failure: &Failure, chdir_marker: bool) {
+/// its own child; without a pipe (`fd` -1), into `shared`.
+fn report(fd: i32, shared: *mut Report, failure: &Failure, chdir_marker: bool) {
     let errno = failure.errno;
-    let mut buf = [0u8; 40];
+    let mut buf = [0u8; REPORT_SIZE];
     let mut n = 0;
     let mut put = |b: u8| {
         if let Some(slot) = buf.get_mut(n) {
@@ -382,6 +397,18 @@ fn report(fd: i32, failure: &Failure, chdir_marker: bool) {
         for &b in b":chdir" {
             put(b);
         }
+    }
+    if fd < 0 {
+        if !shared.is_null() {
+            // SAFETY: `shared` points at the live Launch's Report, in memory
+            // the parent shares (CLONE_VM) and reads only once we have
+            // exited (CLONE_VFORK); volatile, so the stores are not elided.
+            unsafe {
+                std::ptr::write_volatile(&raw mut (*shared).buf, buf);
+                std::ptr::write_volatile(&raw mut (*shared).len, n);
+            }
+        }
+        return;
     }
     let mut off = 0;
     while off < n {
@@ -438,7 +465,7 @@ pub(super) unsafe extern "C" fn child_main(arg: *const c_void) -> ! {
             stage: Stage::Exec,
         }
     };
-    report(errpipe, &failure, a.chdir_marker);
+    report(errpipe, a.report, &failure, a.chdir_marker);
     loop {
         // SAFETY: exit_group(2) ends the process; it does not return.
         let _ = unsafe { syscall4(libc::SYS_exit_group, 255, 0, 0, 0) };

@@ -23,7 +23,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::child::{ChildArgs, child_main};
+use super::child::{ChildArgs, REPORT_SIZE, Report, child_main};
 use super::raw::{self, syscall4};
 
 const CLONE_VM: u64 = 0x100;
@@ -83,7 +83,8 @@ pub struct Plan {
     /// `p2cwrite`, `c2pread`, `c2pwrite`, `errread`, `errwrite`; `-1` where
     /// unused), then the error pipe's ends (`errpipe_read`, which the child
     /// closes, and [`ERRPIPE_WRITE`], which it reports on and which closes
-    /// on exec).
+    /// on exec; both `-1`: no pipe, the child reports in memory, see
+    /// [`Launch::report`]).
     pub fds: [i32; 8],
     /// Fds the child closes first (`-1` for none).
     pub close_first: [i32; 2],
@@ -127,6 +128,7 @@ pub struct Launch {
     _executables: Vec<*const c_char>,
     stack: Vec<MaybeUninit<u128>>,
     mask: Box<libc::sigset_t>,
+    report: Box<Report>,
     args: Box<ChildArgs>,
 }
 
@@ -153,6 +155,12 @@ static NO_AUTOKILL_WITHOUT_NNP: AtomicBool = AtomicBool::new(false);
 /// Whether a refusal has made every later [`spawn`] fail as `Unsupported`.
 pub fn refused_for_good() -> bool {
     UNSUPPORTED.load(Ordering::Relaxed)
+}
+
+/// Whether a [`spawn`] with these `close_fds` would be tried rather than
+/// refused at once (as far as is known before the clone itself).
+pub fn ready(close_fds: bool) -> bool {
+    !refused_for_good() && (!close_fds || close_range_works())
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
@@ -218,6 +226,10 @@ impl Launch {
         // SAFETY: an all-zero sigset_t is a valid (empty) set, filled by the spawn.
         let mask: Box<libc::sigset_t> = Box::new(unsafe { std::mem::zeroed() });
         let groups = plan.groups.as_deref().unwrap_or(&[]);
+        let mut report = Box::new(Report {
+            len: 0,
+            buf: [0; REPORT_SIZE],
+        });
         let child = Box::new(ChildArgs {
             argv: argv.as_ptr(),
             envp: if plan.env.is_some() {
@@ -248,6 +260,7 @@ impl Launch {
             // Set for each clone attempt (clone_once).
             parent: 0,
             no_new_privs: plan.no_new_privs,
+            report: &raw mut *report,
         });
         Self {
             plan,
@@ -256,8 +269,20 @@ impl Launch {
             _executables: executables,
             stack,
             mask,
+            report,
             args: child,
         }
+    }
+
+    /// What the child reported in memory (no error pipe: see [`spawn`]):
+    /// empty when it exec'd. Read once the child has exec'd or exited.
+    pub fn report(&self) -> &[u8] {
+        let report: *const Report = &raw const *self.report;
+        // SAFETY: the Report lives in this Launch; the child that wrote it
+        // (CLONE_VM) has exec'd or exited (CLONE_VFORK), so nothing writes
+        // it now. Volatile, as the compiler cannot see the child's stores.
+        let len = unsafe { std::ptr::read_volatile(&raw const (*report).len) };
+        self.report.buf.get(..len).unwrap_or(&[])
     }
 }
 
@@ -296,6 +321,14 @@ pub fn spawn(plan: Plan, wait_exec: bool) -> Result<Spawned, SpawnError> {
     // Credentials change: the child gets its own copy of memory (as CPython
     // forks rather than vforks then), never a shared one.
     let creds = plan.gid.is_some() || plan.uid.is_some() || plan.groups.is_some();
+    if plan.fds[ERRPIPE_WRITE] < 0 && (creds || !wait_exec) {
+        // The report in memory needs the child in our memory, and us
+        // asleep until it has exec'd: CLONE_VM and CLONE_VFORK.
+        return Err(SpawnError::Os(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a spawn without an error pipe must wait for the exec and keep its credentials",
+        )));
+    }
     let mut flags = CLONE_PIDFD;
     if !creds {
         flags |= CLONE_VM;
