@@ -418,6 +418,50 @@ impl PidFd {
         }
     }
 
+    /// For `pidfd.Popen.wait()` without a timeout, called with the Popen's
+    /// lock held (as `subprocess` holds it around its blocking `waitpid`):
+    /// block in `waitid(2)` until the child exits and reap it, in one system
+    /// call -- `wait()` polls, then reaps, which costs a second one (W5).
+    /// GIL released; on `EINTR` Python's signal handlers run and what they
+    /// raise (Ctrl-C) propagates, the child left unreaped. The price is the
+    /// stdlib's own: a signal that lands in the instant before the call
+    /// blocks is acted on when it returns (`wait()`'s poll wakes up for it).
+    fn _reap_blocking(&self, py: Python<'_>) -> PyResult<Py<ExitInfo>> {
+        self.refuse_thread("wait()")?;
+        let fd = self.fd()?;
+        if self.autoreaped {
+            // No reap to block in: the kernel reaps it. Poll, then read.
+            loop {
+                if let Some((child, rusage)) = self.reap_now(&fd)? {
+                    return Self::exit_info(py, child, rusage);
+                }
+                poll_until(py, &mut [pollfd(&fd, libc::POLLIN)], Deadline::Never)?;
+            }
+        }
+        loop {
+            py.check_signals()?;
+            // Not under `self.reaped` (held, it would stall a thread that
+            // holds the GIL in `try_wait`): the Popen's lock serialises its
+            // reaps instead.
+            match py.detach(|| sys::waitid_pidfd(fd.as_fd(), 0)) {
+                Ok(Some((child, rusage))) => {
+                    *self.reaped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                    return Self::exit_info(py, child, Some(rusage));
+                }
+                // Without WNOHANG the kernel returns only once it has a child.
+                Ok(None) => {}
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::ECHILD) => {
+                        let ours = *self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
+                        return Err(errors::no_child(self.pid, ours, || self.parent(&fd)));
+                    }
+                    _ => return Err(errors::waitid(&e, self.pid)),
+                },
+            }
+        }
+    }
+
     /// For `pidfd.Popen.wait()`: block until the process has exited, without
     /// reaping it (that is done under the Popen's lock); `False` once
     /// `timeout` seconds (`None`: no limit) have passed first. As `wait()`:

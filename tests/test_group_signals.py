@@ -309,6 +309,18 @@ def test_popen_group_signal_before_linux_6_9_falls_back_to_killpg() -> None:
             out["no_group"] = [e.errno, str(e)]
         out["q_running"] = q.poll() is None
         q.kill(); q.wait()
+        # Another thread blocked in an untimed wait() holds Popen's lock
+        # until the exit: the group signal goes ahead without it instead of
+        # waiting for that exit (which would never come).
+        import threading
+        w, wm = start("sleep 60 & echo $!; read x", process_group=0)
+        waiter = threading.Thread(target=w.wait)
+        waiter.start()
+        w.send_signal(signal.SIGKILL, group=True)
+        wm.wait_exit(timeout=20)
+        out["waited_member_alive"] = wm.is_alive()
+        waiter.join(20)
+        out["waited_leader"] = w.returncode
         print(json.dumps(out))
         """
     out = run_snippet(
@@ -323,3 +335,5 @@ def test_popen_group_signal_before_linux_6_9_falls_back_to_killpg() -> None:
     assert err == errno.ESRCH
     assert "leads no process group" in message
     assert out["q_running"] is True
+    assert out["waited_member_alive"] is False
+    assert out["waited_leader"] == -signal.SIGKILL

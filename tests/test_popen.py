@@ -260,6 +260,28 @@ def test_ctrl_c_interrupts_wait_and_leaves_child_reapable(
         assert p.exit_status is not None and p.exit_status.signal == signal.SIGKILL
 
 
+def test_timed_wait_and_poll_beside_an_untimed_wait(popens: list[pidfd.Popen[Any]]) -> None:
+    """An untimed wait() in one thread holds the lock while it blocks, as
+    subprocess's does; poll() and a timed wait() in another thread still
+    answer at once and at their deadline, and the waiter gets the status."""
+    p = pidfd.Popen([SLEEP, "30"])
+    popens.append(p)
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(p.wait()))
+    waiter.start()
+    try:
+        time.sleep(0.2)  # the waiter is blocked in waitid by now
+        assert p.poll() is None
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(timeout=0.2)
+        assert waiter.is_alive()
+    finally:
+        p.kill()
+        waiter.join(30)
+    assert got == [-signal.SIGKILL]
+    assert p.returncode == -signal.SIGKILL and p.pidfd is None
+
+
 # -- signals -------------------------------------------------------------------------
 
 

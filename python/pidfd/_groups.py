@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from pidfd._native import PidFd
 
 
+# How long a group signal waits for a Popen's lock before it goes ahead.
+LOCK_PATIENCE = 0.05
+
+
 def check_signal_range(sig: int) -> None:
     """Refuse a signal number no process can be sent, as ``os.kill`` does."""
     if isinstance(sig, int) and not 0 <= sig <= signal.SIGRTMAX:
@@ -85,11 +89,12 @@ class GroupSignals:
         the leader is unreaped, so the check and the signal happen under
         ``_waitpid_lock``, which every reap by this object takes.
         """
-        # Our own reaps hold the lock only for a non-blocking waitid; the
-        # stock wait (no pidfd) holds it while it blocks, and then the child
-        # is unreaped until it exits: signalling without the lock is the
-        # race subprocess.Popen.send_signal has, no wider.
-        locked = self._waitpid_lock.acquire(self._on_pidfd)
+        # A non-blocking reap holds the lock for a moment; an untimed wait()
+        # (ours or the stock one) holds it until the child exits, which it
+        # then reaps at once: not got within LOCK_PATIENCE, signalling
+        # without the lock is the race subprocess.Popen.send_signal has, no
+        # wider.
+        locked = self._waitpid_lock.acquire(timeout=LOCK_PATIENCE)
         try:
             if self.returncode is not None:
                 raise self._reaped_error("has been reaped")

@@ -126,6 +126,11 @@ class PidFd:
         process is not a child of this one, or was already reaped.
         """
 
+    def _reap_blocking(self) -> ExitInfo:
+        """For `pidfd.Popen.wait()` without a timeout: reap in one blocking ``waitid(2)``.
+
+        The caller serialises reaps (the Popen's lock).
+        """
     def _wait_exited(self, timeout: float | None) -> bool:
         """For `pidfd.Popen`: block until the process has exited, without reaping it.
 

@@ -11,7 +11,9 @@ What changes, compared with `subprocess.Popen`:
 
 - `wait(timeout)` blocks in `poll(2)` on the pidfd (GIL released, Ctrl-C
   interrupts it) instead of sleeping in a loop, and reaps with
-  `waitid(P_PIDFD)`, which also yields the child's resource usage.
+  `waitid(P_PIDFD)`, which also yields the child's resource usage; `wait()`
+  with no timeout blocks in that `waitid` itself, as the stock class blocks
+  in `waitpid`.
 - `send_signal` goes through `pidfd_send_signal(2)`: it can never reach a
   process that reused the pid, even when something else in the program
   reaped the child behind our back.
@@ -86,7 +88,8 @@ class Popen(GroupSignals, subprocess.Popen[AnyStr]):
       a leaf) say what is wrong, and then no child was started.
 
     Thread-safe as `subprocess.Popen` is: reaping is serialised by the same
-    ``_waitpid_lock``, and no lock is held while a ``wait()`` blocks.
+    ``_waitpid_lock``, which an untimed ``wait()`` holds while it blocks (as
+    the stock one does); ``poll()`` and a timed ``wait()`` never wait for it.
     """
 
     if TYPE_CHECKING:
@@ -350,8 +353,9 @@ class Popen(GroupSignals, subprocess.Popen[AnyStr]):
             self.returncode = deadstate if deadstate is not None else 0
         # Setting returncode has closed the pidfd.
 
-    def _reap_nohang(self, deadstate: int | None) -> None:
-        """One non-blocking reap through the pidfd, if it is still open.
+    def _reap(self, deadstate: int | None, block: bool = False) -> None:
+        """One reap through the pidfd, if it is still open: non-blocking, or
+        with ``block`` until the child exits (``PidFd._reap_blocking``).
 
         Caller holds ``_waitpid_lock`` and has seen ``returncode`` unset.
         """
@@ -363,7 +367,7 @@ class Popen(GroupSignals, subprocess.Popen[AnyStr]):
             self.returncode = status.returncode if status is not None else 0
             return
         try:
-            info = handle.try_wait()
+            info = handle._reap_blocking() if block else handle.try_wait()
         except ChildProcessError:
             self._record_reaped_elsewhere(handle, deadstate)
         except (OSError, ValueError):
@@ -417,7 +421,7 @@ class Popen(GroupSignals, subprocess.Popen[AnyStr]):
                 return None
             try:
                 if self.returncode is None and self._on_pidfd:
-                    self._reap_nohang(_deadstate)
+                    self._reap(_deadstate)
             finally:
                 self._waitpid_lock.release()
         if self.returncode is None and not self._on_pidfd:
@@ -432,6 +436,15 @@ class Popen(GroupSignals, subprocess.Popen[AnyStr]):
     def _wait(self, timeout: float | None) -> int:
         if self._returncode is not None:
             return self._returncode
+        if timeout is None and self._on_pidfd:
+            # No deadline: as subprocess blocks in waitpid holding the lock,
+            # block in one waitid(P_PIDFD) that also reaps (GIL released,
+            # Ctrl-C raises here, leaving the child unreaped).
+            with self._waitpid_lock:
+                if self._returncode is None and self._on_pidfd:
+                    self._reap(None, block=True)
+            if self._returncode is not None:
+                return self._returncode
         deadline = None if timeout is None else time.monotonic() + timeout
         # What TimeoutExpired reports (only raised when there is a deadline).
         limit = 0.0 if timeout is None else timeout
@@ -442,18 +455,21 @@ class Popen(GroupSignals, subprocess.Popen[AnyStr]):
                 # poll(2) until the pidfd is readable, i.e. the child has
                 # exited (at once if it has): GIL released, signal handlers
                 # run (Ctrl-C raises here, leaving the child unreaped). Never
-                # under the lock, so that poll() in another thread is never
-                # kept waiting. On a timeout: one last look below, then
+                # under the lock. On a timeout: one last look below, then
                 # TimeoutExpired.
                 # Not contextlib.suppress: it costs three Python calls per wait.
                 try:  # noqa: SIM105
                     handle._wait_exited(remaining)
                 except ValueError:
                     pass  # closed meanwhile by another thread that reaped it
-            if self._on_pidfd:
-                with self._waitpid_lock:
+            if self._on_pidfd and self._waitpid_lock.acquire(deadline is None):
+                # Timed: never wait for a thread blocked in an untimed wait
+                # (it holds the lock until the child exits and reaps it).
+                try:
                     if self._returncode is None and self._on_pidfd:
-                        self._reap_nohang(None)
+                        self._reap(None)
+                finally:
+                    self._waitpid_lock.release()
             if self._returncode is not None:
                 return self._returncode
             remaining = None if deadline is None else deadline - time.monotonic()
