@@ -732,6 +732,8 @@ def test_run_returns_completed_process_with_rusage_and_status() -> None:
     assert (r.returncode, r.stdout, r.stderr) == (2, "out\n", "err\n")
     assert r.exit_status is not None and r.exit_status.code == 2
     assert isinstance(r.rusage, resource.struct_rusage)
+    assert r.rusage is r.rusage  # built once, on first read
+    assert pidfd.CompletedProcess(["x"], 0, rusage=r.rusage).rusage is r.rusage
     assert "exit_status=ExitStatus(code=2)" in repr(r)
     r2 = pidfd.run(["cat"], input=b"abc", stdout=subprocess.PIPE)
     assert r2.stdout == b"abc" and r2.returncode == 0

@@ -147,10 +147,14 @@ class Popen(GroupSignals, subprocess.Popen[AnyStr]):
             cgroup: Any = None,
             **kwargs: Any,
         ) -> None:
-            # Our own keywords, for the spawn (_execute_child) to read.
-            self._die_with_parent = bool(die_with_parent)
-            self._no_new_privs = bool(no_new_privs)
-            self._cgroup = cgroup
+            # Our own keywords, for the spawn (_execute_child) to read; left
+            # to the class defaults when not given.
+            if die_with_parent:
+                self._die_with_parent = True
+            if no_new_privs:
+                self._no_new_privs = True
+            if cgroup is not None:
+                self._cgroup = cgroup
             super().__init__(args, *popenargs, **kwargs)
 
     # Class-level defaults, so that they exist even when spawning failed
@@ -218,6 +222,8 @@ class Popen(GroupSignals, subprocess.Popen[AnyStr]):
         )
 
     def __del__(self, *args: Any, **kwargs: Any) -> None:
+        if self._returncode is not None:
+            return  # reaped: the stock __del__ would find nothing to do
         # The stock __del__ warns once about a child still running, then
         # keeps the object in subprocess._active so that a later Popen reaps
         # it (through our pidfd). Not kept (the warning was raised as an

@@ -10,7 +10,7 @@ from pidfd._popen import Popen
 if TYPE_CHECKING:
     import resource
 
-    from pidfd._native import ExitStatus
+    from pidfd._native import ExitInfo, ExitStatus
     from pidfd._popen import _Cmd
 
 __all__ = ["CompletedProcess", "run"]
@@ -29,6 +29,10 @@ class CompletedProcess(subprocess.CompletedProcess[_T]):
     child on Linux >= 7.1, which the kernel reaps itself.
     """
 
+    # Where run() leaves the reap's ExitInfo: rusage is built from it on
+    # first read (a struct_rusage costs more than the rest of the result).
+    _exit_info: ExitInfo | None = None
+
     def __init__(
         self,
         args: Any,
@@ -40,8 +44,20 @@ class CompletedProcess(subprocess.CompletedProcess[_T]):
         exit_status: ExitStatus | None = None,
     ) -> None:
         super().__init__(args, returncode, stdout, stderr)
-        self.rusage = rusage
+        self._rusage = rusage
         self.exit_status = exit_status
+
+    @property
+    def rusage(self) -> resource.struct_rusage | None:
+        """The child's ``resource.struct_rusage``, or ``None`` (see above)."""
+        if self._rusage is None and self._exit_info is not None:
+            self._rusage = self._exit_info.rusage
+        return self._rusage
+
+    @rusage.setter
+    def rusage(self, value: resource.struct_rusage | None) -> None:
+        self._exit_info = None
+        self._rusage = value
 
     def __repr__(self) -> str:
         base = super().__repr__()
@@ -189,11 +205,9 @@ def run(
             raise subprocess.CalledProcessError(
                 returncode, process.args, output=stdout, stderr=stderr
             )
-    return CompletedProcess(
-        process.args,
-        returncode,
-        stdout,
-        stderr,
-        rusage=process.rusage,
-        exit_status=process.exit_status,
+    done = CompletedProcess(
+        process.args, returncode, stdout, stderr, exit_status=process.exit_status
     )
+    # The rusage as the Popen holds it: built, or still its ExitInfo.
+    done._rusage, done._exit_info = process._rusage, process._exit_info
+    return done

@@ -294,8 +294,9 @@ def execute_plain(popen: subprocess.Popen[Any], args: tuple[Any, ...]) -> tuple[
     else:
         # The PATH search of os.execvpe, done before the clone.
         candidates = tuple(os.path.join(os.fsencode(d), path) for d in os.get_exec_path(env))
-    keep = sorted(map(int, set(pass_fds)))
-    _check_fds_to_keep(keep)
+    keep = sorted(map(int, set(pass_fds))) if pass_fds else []
+    if keep:
+        _check_fds_to_keep(keep)
     spawned = _spawn(
         argv,
         candidates,
