@@ -55,7 +55,29 @@ if TYPE_CHECKING:
 __all__ = ["Popen"]
 
 
-class Popen(GroupSignals, subprocess.Popen[AnyStr]):
+class RusageOnRead:
+    """A ``rusage`` attribute built from the reap's `ExitInfo` on first read
+    (a ``struct_rusage`` costs more than the reap itself); set, it is plain."""
+
+    _exit_info: ExitInfo | None = None
+    _rusage: resource.struct_rusage | None = None
+
+    @property
+    def rusage(self) -> resource.struct_rusage | None:
+        """The child's ``resource.struct_rusage`` (as ``os.wait4`` returns
+        it) once reaped here; ``None`` before, and where it cannot be known
+        (something else reaped the child)."""
+        if self._rusage is None and self._exit_info is not None:
+            self._rusage = self._exit_info.rusage
+        return self._rusage
+
+    @rusage.setter
+    def rusage(self, value: resource.struct_rusage | None) -> None:
+        self._exit_info = None
+        self._rusage = value
+
+
+class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
     """`subprocess.Popen` on a pidfd: race-free waits and signals, with rusage.
 
     Takes every argument `subprocess.Popen` takes, with the same meaning,
@@ -163,10 +185,6 @@ class Popen(GroupSignals, subprocess.Popen[AnyStr]):
     #: after that, and ``None`` from the start where the kernel or a sandbox
     #: refused ``pidfd_open`` (then everything works as in `subprocess.Popen`).
     pidfd: PidFd | None = None
-    # What our own reap through the pidfd returned; its rusage is built on
-    # first read (a struct_rusage costs more than the reap itself).
-    _exit_info: ExitInfo | None = None
-    _rusage: resource.struct_rusage | None = None
     #: The decoded :class:`ExitStatus` once the child has been reaped; ``None``
     #: while it runs and where its true status is unknown (then
     #: ``returncode`` is 0, as `subprocess` reports it).
@@ -184,20 +202,6 @@ class Popen(GroupSignals, subprocess.Popen[AnyStr]):
     # (asyncio's subprocess transport does, after its os.waitpid()); our own
     # reaps close it the same way.
     _returncode: int | None = None
-
-    @property
-    def rusage(self) -> resource.struct_rusage | None:
-        """The child's ``resource.struct_rusage`` (as ``os.wait4`` returns it)
-        once this object has reaped it; ``None`` before, and where something
-        else reaped it."""
-        if self._rusage is None and self._exit_info is not None:
-            self._rusage = self._exit_info.rusage
-        return self._rusage
-
-    @rusage.setter
-    def rusage(self, value: resource.struct_rusage | None) -> None:
-        self._exit_info = None
-        self._rusage = value
 
     def _set_returncode(self, value: int | None) -> None:
         self._returncode = value

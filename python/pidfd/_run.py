@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from pidfd._popen import Popen
+from pidfd._popen import Popen, RusageOnRead
 
 if TYPE_CHECKING:
     import resource
 
-    from pidfd._native import ExitInfo, ExitStatus
+    from pidfd._native import ExitStatus
     from pidfd._popen import _Cmd
 
 __all__ = ["CompletedProcess", "run"]
@@ -18,7 +18,7 @@ __all__ = ["CompletedProcess", "run"]
 _T = TypeVar("_T")
 
 
-class CompletedProcess(subprocess.CompletedProcess[_T]):
+class CompletedProcess(RusageOnRead, subprocess.CompletedProcess[_T]):
     """`subprocess.CompletedProcess` with the child's `rusage` and `exit_status`.
 
     Returned by :func:`run`. ``rusage`` is the child's
@@ -28,10 +28,6 @@ class CompletedProcess(subprocess.CompletedProcess[_T]):
     that refuses ``pidfd_open``); ``rusage`` also for a ``die_with_parent``
     child on Linux >= 7.1, which the kernel reaps itself.
     """
-
-    # Where run() leaves the reap's ExitInfo: rusage is built from it on
-    # first read (a struct_rusage costs more than the rest of the result).
-    _exit_info: ExitInfo | None = None
 
     def __init__(
         self,
@@ -46,18 +42,6 @@ class CompletedProcess(subprocess.CompletedProcess[_T]):
         super().__init__(args, returncode, stdout, stderr)
         self._rusage = rusage
         self.exit_status = exit_status
-
-    @property
-    def rusage(self) -> resource.struct_rusage | None:
-        """The child's ``resource.struct_rusage``, or ``None`` (see above)."""
-        if self._rusage is None and self._exit_info is not None:
-            self._rusage = self._exit_info.rusage
-        return self._rusage
-
-    @rusage.setter
-    def rusage(self, value: resource.struct_rusage | None) -> None:
-        self._exit_info = None
-        self._rusage = value
 
     def __repr__(self) -> str:
         base = super().__repr__()
