@@ -429,7 +429,7 @@ impl PidFd {
     fn _reap_blocking(&self, py: Python<'_>) -> PyResult<Py<ExitInfo>> {
         self.refuse_thread("wait()")?;
         let fd = self.fd()?;
-        if self.autoreaped {
+        if self.autoreaped || sys::children_autoreaped() {
             // No reap to block in: the kernel reaps it. Poll, then read.
             loop {
                 if let Some((child, rusage)) = self.reap_now(&fd)? {

@@ -410,6 +410,20 @@ pub fn is_initial_thread() -> bool {
     tid == libc::c_long::from(getpid())
 }
 
+/// Whether the kernel discards this process's children's exit statuses
+/// (`SIGCHLD` ignored, or `SA_NOCLDWAIT`): they are reaped as they exit,
+/// and a blocking `waitid` for one may then never return (Linux 5.10 was
+/// seen to block). See sigaction(2).
+pub fn children_autoreaped() -> bool {
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the current one into `old`,
+    // a live, correctly sized buffer.
+    let ret = unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: zero-initialised, and filled by the kernel on success.
+    let old = unsafe { old.assume_init() };
+    ret != 0 || old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0
+}
+
 /// `fcntl(fd, F_GETFL)`: the file status flags (`O_EXCL` marks a
 /// `PIDFD_THREAD` pidfd). See fcntl(2).
 pub fn fd_flags(fd: RawFd) -> io::Result<libc::c_int> {
