@@ -25,6 +25,7 @@ __all__ = [
     "_child_subreaper",
     "_set_child_subreaper",
     "_spawn",
+    "_spawn_ready",
     "_spawn_refused",
     "wait_any",
 ]
