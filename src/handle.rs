@@ -130,6 +130,23 @@ impl PidFd {
         }
     }
 
+    /// `wait()`'s loop: reap once exited, polling until then or `deadline` (`None`).
+    fn poll_then_reap(
+        &self,
+        py: Python<'_>,
+        fd: &OwnedFd,
+        deadline: Deadline,
+    ) -> PyResult<Option<Py<ExitInfo>>> {
+        loop {
+            if let Some((child, rusage)) = self.reap_now(fd)? {
+                return Self::exit_info(py, child, rusage).map(Some);
+            }
+            if !poll_until(py, &mut [pollfd(fd, libc::POLLIN)], deadline)? {
+                return Ok(None);
+            }
+        }
+    }
+
     /// `reap_now` for a child the kernel reaped itself: its status from
     /// `PIDFD_INFO_EXIT` once it has exited (Linux 7.1 has it: it came with
     /// `CLONE_AUTOREAP`); no resource usage, which only `wait4` reports.
@@ -408,64 +425,46 @@ impl PidFd {
         let deadline = Deadline::from_timeout(timeout)?;
         self.refuse_thread("wait()")?;
         let fd = self.fd()?;
-        loop {
-            if let Some((child, rusage)) = self.reap_now(&fd)? {
-                return Self::exit_info(py, child, rusage);
-            }
-            if !poll_until(py, &mut [pollfd(&fd, libc::POLLIN)], deadline)? {
-                return Err(timeout_error(self.pid, timeout));
-            }
-        }
+        self.poll_then_reap(py, &fd, deadline)?
+            .ok_or_else(|| timeout_error(self.pid, timeout))
     }
 
-    /// For `pidfd.Popen.wait()` without a timeout, called with the Popen's
-    /// lock held (as `subprocess` holds it around its blocking `waitpid`):
-    /// block in `waitid(2)` until the child exits and reap it, in one system
-    /// call -- `wait()` polls, then reaps, which costs a second one (W5).
-    /// GIL released; on `EINTR` Python's signal handlers run and what they
-    /// raise (Ctrl-C) propagates, the child left unreaped. The price is the
-    /// stdlib's own: a signal that lands in the instant before the call
-    /// blocks is acted on when it returns (`wait()`'s poll wakes up for it).
+    /// For `pidfd.Popen.wait()` without a timeout, under the Popen's lock (as
+    /// `subprocess` blocks in `waitpid`): reap in one blocking `waitid(2)`,
+    /// not `wait()`'s poll then reap (W5). GIL released, signal handlers run
+    /// on `EINTR`; a signal landing just before the call is acted on when it
+    /// returns (the stdlib's window; `wait()`'s poll wakes up for it).
     fn _reap_blocking(&self, py: Python<'_>) -> PyResult<Py<ExitInfo>> {
         self.refuse_thread("wait()")?;
         let fd = self.fd()?;
         if self.autoreaped || sys::children_autoreaped() {
             // No reap to block in: the kernel reaps it. Poll, then read.
-            loop {
-                if let Some((child, rusage)) = self.reap_now(&fd)? {
-                    return Self::exit_info(py, child, rusage);
-                }
-                poll_until(py, &mut [pollfd(&fd, libc::POLLIN)], Deadline::Never)?;
-            }
+            return self
+                .poll_then_reap(py, &fd, Deadline::Never)?
+                .ok_or_else(|| timeout_error(self.pid, None));
         }
         loop {
             py.check_signals()?;
-            // Not under `self.reaped` (held, it would stall a thread that
-            // holds the GIL in `try_wait`): the Popen's lock serialises its
-            // reaps instead.
+            // Not under `self.reaped`, which would stall a GIL-holding
+            // `try_wait`: the Popen's lock serialises its reaps.
             match py.detach(|| sys::waitid_pidfd(fd.as_fd(), 0)) {
                 Ok(Some((child, rusage))) => {
                     *self.reaped.lock().unwrap_or_else(PoisonError::into_inner) = true;
                     return Self::exit_info(py, child, Some(rusage));
                 }
-                // Without WNOHANG the kernel returns only once it has a child.
-                Ok(None) => {}
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EINTR) => {}
-                    Some(libc::ECHILD) => {
-                        let ours = *self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
-                        return Err(errors::no_child(self.pid, ours, || self.parent(&fd)));
-                    }
-                    _ => return Err(errors::waitid(&e, self.pid)),
-                },
+                Ok(None) => {} // not without WNOHANG: the kernel waits for one
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                    let ours = *self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
+                    return Err(errors::no_child(self.pid, ours, || self.parent(&fd)));
+                }
+                Err(e) => return Err(errors::waitid(&e, self.pid)),
             }
         }
     }
 
-    /// For `pidfd.Popen.wait()`: block until the process has exited, without
-    /// reaping it (that is done under the Popen's lock); `False` once
-    /// `timeout` seconds (`None`: no limit) have passed first. As `wait()`:
-    /// GIL released, signal handlers run.
+    /// For `pidfd.Popen.wait(timeout)`: poll as `wait()` does until exited,
+    /// not reaping (Popen does, under its lock); `False` once timed out.
     fn _wait_exited(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let deadline = Deadline::from_timeout(timeout)?;
         let fd = self.fd()?;

@@ -23,16 +23,16 @@ use crate::sys::spawn::{
     ERRPIPE_READ, ERRPIPE_WRITE, Launch, Plan, SpawnError, Spawned, ready, spawn,
 };
 
-fn c_string(bytes: &PyBackedBytes) -> PyResult<CString> {
+fn c_string(bytes: impl Into<Vec<u8>>) -> PyResult<CString> {
     // The message os.fsencode'd paths get from CPython's own converter.
-    CString::new(&**bytes).map_err(|_| PyValueError::new_err("embedded null byte"))
+    CString::new(bytes).map_err(|_| PyValueError::new_err("embedded null byte"))
 }
 
 // PyBackedBytes borrows each bytes object's buffer: a Vec<u8> would be
 // extracted as a sequence of ints, one Python call per byte of every
 // argument and environment entry.
 fn c_strings(list: &[PyBackedBytes]) -> PyResult<Vec<CString>> {
-    list.iter().map(c_string).collect()
+    list.iter().map(|b| c_string(&**b)).collect()
 }
 
 /// An argument or path as `os.fsencode` gives it: bytes as they are, str
@@ -42,15 +42,14 @@ fn c_strings(list: &[PyBackedBytes]) -> PyResult<Vec<CString>> {
 /// rather than by `os.fsencode` in Python for each argument: that loop was
 /// a measurable share of a spawn (W5).
 fn fs_c_string(obj: &Bound<'_, PyAny>) -> PyResult<CString> {
-    let bytes: Vec<u8> = if let Ok(b) = obj.cast::<PyBytes>() {
-        b.as_bytes().to_vec()
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        c_string(b.as_bytes())
     } else if obj.is_instance_of::<PyString>() {
-        obj.extract::<OsString>()?.into_vec()
+        c_string(obj.extract::<OsString>()?.into_vec())
     } else {
         let encoded = obj.py().import("os")?.call_method1("fsencode", (obj,))?;
-        encoded.cast::<PyBytes>()?.as_bytes().to_vec()
-    };
-    CString::new(bytes).map_err(|_| PyValueError::new_err("embedded null byte"))
+        c_string(encoded.cast::<PyBytes>()?.as_bytes())
+    }
 }
 
 /// The exec status of a child started without waiting for its exec: the

@@ -85,6 +85,8 @@ _ID_LIMIT = 2**32 - 1
 
 
 def _ids_in_range(gid: int | None, uid: int | None, groups: Any) -> bool:
+    if gid is None and uid is None and groups is None:
+        return True  # the common case, without building a list
     ids = [*(groups or ()), *(x for x in (gid, uid) if x is not None)]
     return all(0 <= i < _ID_LIMIT for i in ids)
 
@@ -173,14 +175,7 @@ def fork_exec(*args: Any) -> int:
         preexec_fn,
         allow_vfork,
     ) = args
-    if (
-        preexec_fn is not None
-        or not allow_vfork
-        or not (
-            (gid is None and uid is None and extra_groups is None)
-            or _ids_in_range(gid, uid, extra_groups)
-        )
-    ):
+    if preexec_fn is not None or not allow_vfork or not _ids_in_range(gid, uid, extra_groups):
         # An id out of range: the stock call raises its own ValueError.
         return _stock(args, request)
     _check_fds_to_keep(pass_fds)
