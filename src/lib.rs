@@ -14,6 +14,8 @@
 //! - `info.rs`: `ProcessInfo`, built from the kernel's answer;
 //! - `wait_any.rs`: `wait_any()`;
 //! - `subreaper.rs`: the `PR_SET_CHILD_SUBREAPER` switch;
+//! - `execute.rs`: `_execute_child`'s argument work, for the plain spawn;
+//! - `popen.rs`: the per-child steps of `pidfd.Popen` worth a builtin;
 //! - this file: the module itself.
 
 #[cfg(not(target_os = "linux"))]
@@ -24,9 +26,11 @@ compile_error!(
 
 mod args;
 pub mod errors;
+mod execute;
 mod handle;
 mod info;
 mod kernel;
+mod popen;
 mod procfs;
 mod results;
 mod spawn;
@@ -59,7 +63,11 @@ use crate::results::{ExitInfo, ExitStatus};
 #[pymodule(gil_used = false)]
 mod _native {
     #[pymodule_export]
-    use super::spawn::{_child_lifetime, _spawn, _spawn_ready, _spawn_refused, ExecStatus};
+    use super::execute::_spawn_plain;
+    #[pymodule_export]
+    use super::popen::_set_returncode;
+    #[pymodule_export]
+    use super::spawn::{_child_lifetime, _spawn, _spawn_refused, ExecStatus};
     #[pymodule_export]
     use super::subreaper::{_child_subreaper, _set_child_subreaper};
     #[pymodule_export]

@@ -19,11 +19,9 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyString};
 
 use crate::handle::PidFd;
-use crate::sys::spawn::{
-    ERRPIPE_READ, ERRPIPE_WRITE, Launch, Plan, SpawnError, Spawned, ready, spawn,
-};
+use crate::sys::spawn::{ERRPIPE_READ, ERRPIPE_WRITE, Launch, Plan, SpawnError, Spawned, spawn};
 
-fn c_string(bytes: impl Into<Vec<u8>>) -> PyResult<CString> {
+pub(crate) fn c_string(bytes: impl Into<Vec<u8>>) -> PyResult<CString> {
     // The message os.fsencode'd paths get from CPython's own converter.
     CString::new(bytes).map_err(|_| PyValueError::new_err("embedded null byte"))
 }
@@ -35,21 +33,26 @@ fn c_strings(list: &[PyBackedBytes]) -> PyResult<Vec<CString>> {
     list.iter().map(|b| c_string(&**b)).collect()
 }
 
-/// An argument or path as `os.fsencode` gives it: bytes as they are, str
-/// in the filesystem encoding (PyO3's `OsString` is `PyUnicode_EncodeFSDefault`,
-/// what `os.fsencode` calls), anything else (a path-like object) through
-/// `os.fsencode` itself, for its own conversion and `TypeError`. Done here
-/// rather than by `os.fsencode` in Python for each argument: that loop was
-/// a measurable share of a spawn (W5).
-fn fs_c_string(obj: &Bound<'_, PyAny>) -> PyResult<CString> {
+/// `os.fsencode(obj)`: bytes as they are, str in the filesystem encoding
+/// (PyO3's `OsString` is `PyUnicode_EncodeFSDefault`, what `os.fsencode`
+/// calls), anything else (a path-like object) through `os.fsencode`
+/// itself, for its own conversion and `TypeError`. Done here rather than by
+/// `os.fsencode` in Python for each argument: that loop was a measurable
+/// share of a spawn (W5).
+pub(crate) fn fs_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(b) = obj.cast::<PyBytes>() {
-        c_string(b.as_bytes())
+        Ok(b.as_bytes().to_vec())
     } else if obj.is_instance_of::<PyString>() {
-        c_string(obj.extract::<OsString>()?.into_vec())
+        Ok(obj.extract::<OsString>()?.into_vec())
     } else {
         let encoded = obj.py().import("os")?.call_method1("fsencode", (obj,))?;
-        c_string(encoded.cast::<PyBytes>()?.as_bytes())
+        Ok(encoded.cast::<PyBytes>()?.as_bytes().to_vec())
     }
+}
+
+/// An argument or path as `os.fsencode` gives it, as a C string.
+pub(crate) fn fs_c_string(obj: &Bound<'_, PyAny>) -> PyResult<CString> {
+    c_string(fs_bytes(obj)?)
 }
 
 /// The exec status of a child started without waiting for its exec: the
@@ -126,13 +129,6 @@ pub fn _spawn_refused() -> bool {
     crate::sys::spawn::refused_for_good()
 }
 
-/// Whether `_spawn` would try `clone3` for these `close_fds` (it may still
-/// be refused by the clone itself: a seccomp filter, an old kernel).
-#[pyfunction]
-pub fn _spawn_ready(close_fds: bool) -> bool {
-    ready(close_fds)
-}
-
 /// Spawn through `clone3(CLONE_PIDFD)`; see the module docs.
 ///
 /// `chdir_marker`: report a failed `chdir` as `noexec:chdir`, as CPython
@@ -188,8 +184,8 @@ pub fn _spawn(
     die_with_parent: bool,
     no_new_privs: bool,
     cgroup: i32,
-) -> PyResult<Option<(i32, PidFd, Option<Py<PyAny>>)>> {
-    let mut plan = Plan {
+) -> PyResult<Option<Started>> {
+    let plan = Plan {
         argv: argv.iter().map(fs_c_string).collect::<PyResult<_>>()?,
         executables: c_strings(&executables)?,
         env: env.as_deref().map(c_strings).transpose()?,
@@ -210,6 +206,17 @@ pub fn _spawn(
         no_new_privs,
         cgroup,
     };
+    start(py, plan, wait_exec)
+}
+
+/// What a started child comes back as to Python: its pid, its handle, and
+/// its exec status or report (see [`_spawn`]).
+pub(crate) type Started = (i32, PidFd, Option<Py<PyAny>>);
+
+/// Start `plan` (see [`_spawn`] for `wait_exec` and the error pipe);
+/// `None` where `clone3` is refused.
+pub(crate) fn start(py: Python<'_>, mut plan: Plan, wait_exec: bool) -> PyResult<Option<Started>> {
+    let fds = plan.fds;
     let mut status_pipe: Option<(OwnedFd, OwnedFd)> = None;
     if !wait_exec {
         // The child reports on a pipe of its own, read when the loop says it

@@ -264,3 +264,32 @@ def test_signal_landing_as_the_wait_starts_is_not_lost(
 
 def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
+
+
+@pytest.mark.parametrize("timeout", [None, 30], ids=["wait()", "wait(timeout)"])
+@pytest.mark.parametrize("raised", [TimeoutError, PermissionError, ValueError])
+def test_popen_wait_lets_a_handlers_exception_through(
+    raised: type[Exception], timeout: float | None, restore_signals: None
+) -> None:
+    """A handler's exception ends pidfd.Popen.wait() as it ends the stock
+    one, even one of the types the pidfd wait itself raises for "refused"
+    or "closed" (an alarm's TimeoutError is the common case): not swallowed
+    while the wait goes on, and the child keeps its pidfd."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise raised("from the handler")
+
+    signal.signal(signal.SIGUSR1, handler)
+    p = pidfd.Popen(["sleep", "5"])
+    try:
+        latency = _latency_of(lambda: p.wait(timeout), signal.SIGUSR1, raised)
+        assert latency < LOST
+        assert p.returncode is None
+        assert p.pidfd is not None
+        p.kill()
+        assert p.wait(timeout=10) == -signal.SIGKILL
+        assert p.exit_status is not None
+    finally:
+        if p.returncode is None:
+            p.kill()
+            p.wait()

@@ -17,10 +17,13 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-_by_pid: dict[int, weakref.ref[Any]] = {}
+#: pid -> a weak reference to its Popen. `pidfd._spawn` writes it inline
+#: (as `register` does) on its hot path.
+BY_PID: dict[int, weakref.ref[Any]] = {}
 # The size at which register() next sweeps out finished entries.
 _SWEEP_FROM = 256
-_sweep_at = _SWEEP_FROM
+#: The size of BY_PID at which the next registration calls `sweep`.
+sweep_at = _SWEEP_FROM
 
 
 def _running(ref: weakref.ref[Any]) -> Any:
@@ -28,23 +31,29 @@ def _running(ref: weakref.ref[Any]) -> Any:
     return popen if popen is not None and popen.returncode is None else None
 
 
+def sweep() -> None:
+    """Drop the entries of reaped or collected Popens (amortised: the next
+    sweep comes once the registry has doubled)."""
+    global sweep_at
+    for old, ref in list(BY_PID.items()):
+        if _running(ref) is None:
+            del BY_PID[old]
+    sweep_at = max(_SWEEP_FROM, 2 * len(BY_PID))
+
+
 def register(pid: int, popen: Any) -> None:
     """Record ``popen`` as the owner of child ``pid`` until it is reaped."""
-    global _sweep_at
-    _by_pid[pid] = weakref.ref(popen)
-    if len(_by_pid) >= _sweep_at:
-        for old, ref in list(_by_pid.items()):
-            if _running(ref) is None:
-                del _by_pid[old]
-        _sweep_at = max(_SWEEP_FROM, 2 * len(_by_pid))
+    BY_PID[pid] = weakref.ref(popen)
+    if len(BY_PID) >= sweep_at:
+        sweep()
 
 
 def owner(pid: int) -> Any:
     """The live `pidfd.Popen` whose unreaped child ``pid`` is, or ``None``."""
-    ref = _by_pid.get(pid)
+    ref = BY_PID.get(pid)
     return None if ref is None else _running(ref)
 
 
 def pids() -> set[int]:
     """The pids of every child a live `pidfd.Popen` started and has not reaped."""
-    return {pid for pid, ref in list(_by_pid.items()) if _running(ref) is not None}
+    return {pid for pid, ref in list(BY_PID.items()) if _running(ref) is not None}

@@ -95,24 +95,13 @@ if stock_execute_child.__closure__ is None:
 #: The stock ``_execute_child``'s argument count (3.11 to 3.14: args ...
 #: start_new_session, process_group).
 EXECUTE_CHILD_ARGS = 23
-_KNOWN_EXECUTE_CHILD = (
+#: Whether ``_execute_child`` is the method `pidfd._spawn.execute_plain`
+#: knows how to stand in for.
+KNOWN_EXECUTE_CHILD = (
     _ours is not None
     and stock_execute_child.__code__.co_argcount == EXECUTE_CHILD_ARGS + 1
     and stock_execute_child.__code__.co_varnames[EXECUTE_CHILD_ARGS] == "process_group"
 )
-
-
-def plain_spawn_ok() -> bool:
-    """Whether `pidfd._spawn.execute_plain` may stand in for the stock
-    ``_execute_child`` now: a method this module knows, ``_fork_exec`` not
-    replaced (a test's mock must see its calls) and ``_USE_VFORK`` on (off,
-    subprocess forks; so does the stock path)."""
-    stock = subprocess.__dict__
-    return (
-        _KNOWN_EXECUTE_CHILD
-        and stock.get("_fork_exec") is STOCK_FORK_EXEC
-        and bool(stock.get("_USE_VFORK"))
-    )
 
 
 #: Whether this CPython's parent side tells a failed ``chdir(cwd)``

@@ -8,8 +8,8 @@ cannot be subclassed.
 
 import os
 import resource
-from collections.abc import Iterable, Sequence
-from typing import Literal, Self, final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, Self, final
 
 from _typeshed import HasFileno, StrOrBytesPath
 
@@ -24,8 +24,9 @@ __all__ = [
     "_child_lifetime",
     "_child_subreaper",
     "_set_child_subreaper",
+    "_set_returncode",
     "_spawn",
-    "_spawn_ready",
+    "_spawn_plain",
     "_spawn_refused",
     "wait_any",
 ]
@@ -423,11 +424,35 @@ def _child_lifetime(parent: int, no_new_privs: bool = False) -> None:
     ``parent`` (non-zero) is still its parent; ``PR_SET_NO_NEW_PRIVS``
     with ``no_new_privs``. Private to ``pidfd._spawn``."""
 
+def _set_returncode(popen: Any, value: int | None) -> None:
+    """``pidfd.Popen.returncode``'s setter: stores ``value`` and, for an
+    exit code, calls ``popen._close_pidfd()`` while ``popen.pidfd`` is
+    set. Private to ``pidfd._popen``."""
+
 def _spawn_refused() -> bool:
     """Whether ``clone3`` was refused for good in this process. Private."""
 
-def _spawn_ready(close_fds: bool) -> bool:
-    """Whether ``_spawn`` would try ``clone3`` with these ``close_fds``. Private."""
+def _spawn_plain(
+    cmd: Any,
+    executable: Any,
+    shell: str | None,
+    cwd: Any,
+    env: Any,
+    close_fds: bool,
+    pass_fds: Any,
+    keep_fds: Callable[[Any], list[int]],
+    std_fds: tuple[int, int, int, int, int, int],
+    restore_signals: bool,
+    setsid: bool,
+    pgid: int,
+    umask: int,
+    chdir_marker: bool,
+) -> tuple[int, PidFd, bytes | None, Any] | None:
+    """The stock ``_execute_child``'s argument work (argument forms, shell,
+    ``sys.audit``, env list, ``PATH`` search, ``pass_fds`` through
+    ``keep_fds``), then ``_spawn`` without an error pipe: ``(pid, handle,
+    report, program)``, or ``None`` where ``clone3`` is refused. Private to
+    ``pidfd._spawn.execute_plain``."""
 
 def _spawn(
     argv: Sequence[StrOrBytesPath],

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import operator
 import os
 import subprocess
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any, AnyStr, Literal, overload
 
 from pidfd import _cgroupfs, _children, _compat, _spawn
 from pidfd._groups import GroupSignals, check_signal_range
-from pidfd._native import ExecStatus, ExitStatus, PidFd
+from pidfd._native import ExecStatus, ExitStatus, PidFd, _set_returncode
 
 if TYPE_CHECKING:
     import resource
@@ -203,11 +204,6 @@ class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
     # reaps close it the same way.
     _returncode: int | None = None
 
-    def _set_returncode(self, value: int | None) -> None:
-        self._returncode = value
-        if value is not None and self.pidfd is not None:
-            self._close_pidfd()
-
     if TYPE_CHECKING:
 
         @property
@@ -216,9 +212,11 @@ class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
         def returncode(self, value: int | None) -> None: ...
 
     else:
-        # The getter is C (attrgetter), not a method: the stock class reads
-        # returncode a dozen times per child, and a Python-level getter was
-        # a measurable share of a spawn's parent CPU (W5).
+        # Getter and setter are C (attrgetter, _native._set_returncode), not
+        # methods: the stock class reads returncode a dozen times per child
+        # and sets it twice, and Python-level accessors were a measurable
+        # share of a spawn's parent CPU (W5). The setter stores the value
+        # and, for an exit code, calls _close_pidfd() while pidfd is set.
         returncode = property(
             operator.attrgetter("_returncode"),
             _set_returncode,
@@ -267,11 +265,13 @@ class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
         # pidfd._spawn). When it returns without raising, the child exists
         # and has not been reaped; when it raises, the child has already
         # been reaped and there is nothing to hold.
-        if not (kwargs or self._die_with_parent or self._no_new_privs or self._cgroup is not None):
-            plain = _spawn.execute_plain(self, args) if self._wait_exec else None
-            if plain is not None:
-                self._hold(*plain)
-                return
+        if (
+            self._wait_exec
+            and not (kwargs or self._die_with_parent or self._no_new_privs)
+            and self._cgroup is None
+            and _spawn.execute_plain(self, args)
+        ):
+            return
         request = _spawn.Request(
             self._wait_exec,
             die_with_parent=self._die_with_parent,
@@ -378,19 +378,31 @@ class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
             return
         try:
             info = handle._reap_blocking() if block else handle.try_wait()
-        except ChildProcessError:
-            self._record_reaped_elsewhere(handle, deadstate)
-        except (OSError, ValueError):
-            # ENOSYS: waitid(P_PIDFD) refused (Linux 5.3 has pidfd_open but
-            # not P_PIDFD; a sandbox may refuse it). ValueError: someone
-            # closed our handle. Either way, wait the stock way from now on.
-            self._leave_pidfd()
+        except (OSError, ValueError) as e:
+            self._reap_failed(handle, e, deadstate)
         else:
             if info is not None:
-                status = info.status
-                self.exit_status = status
                 self._exit_info = info
+                status = self.exit_status = info.status
                 self.returncode = status.returncode  # which closes the pidfd
+
+    def _reap_failed(self, handle: PidFd, error: Exception, deadstate: int | None) -> None:
+        """What a reap through ``handle`` that raised ``error`` means.
+
+        ``ChildProcessError``: reaped behind our back, or by the kernel.
+        ``ENOSYS``: waitid(P_PIDFD) refused (Linux 5.3 has pidfd_open but
+        not P_PIDFD; a sandbox may refuse it); ``ValueError``: someone closed
+        our handle; either way, wait the stock way from now on. Anything
+        else is not the wait's: the exception a signal handler raised while
+        it blocked (a TimeoutError from an alarm), re-raised for the caller,
+        as the stock wait lets it through. Caller holds ``_waitpid_lock``.
+        """
+        if isinstance(error, ChildProcessError):
+            self._record_reaped_elsewhere(handle, deadstate)
+        elif _handle_gone(handle, error):
+            self._leave_pidfd()
+        else:
+            raise error
 
     # -- the stock paths (no pidfd) ---------------------------------------------
 
@@ -451,8 +463,22 @@ class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
             # block in one waitid(P_PIDFD) that also reaps (GIL released,
             # Ctrl-C raises here, leaving the child unreaped).
             with self._waitpid_lock:
-                if self._returncode is None and self._on_pidfd:
-                    self._reap(None, block=True)
+                handle = self.pidfd
+                if self._returncode is not None or not self._on_pidfd:
+                    pass
+                elif handle is None:
+                    self._reap(None)
+                else:
+                    # _reap(None, block=True), inline: one Python call fewer
+                    # per child (W5).
+                    try:
+                        info = handle._reap_blocking()
+                    except (OSError, ValueError) as e:
+                        self._reap_failed(handle, e, None)
+                    else:
+                        self._exit_info = info
+                        status = self.exit_status = info.status
+                        self.returncode = status.returncode  # closes the pidfd
             if self._returncode is not None:
                 return self._returncode
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -467,11 +493,13 @@ class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
                 # run (Ctrl-C raises here, leaving the child unreaped). Never
                 # under the lock. On a timeout: one last look below, then
                 # TimeoutExpired.
-                # Not contextlib.suppress: it costs three Python calls per wait.
-                try:  # noqa: SIM105
+                try:
                     handle._wait_exited(remaining)
                 except ValueError:
-                    pass  # closed meanwhile by another thread that reaped it
+                    # Closed meanwhile by another thread that reaped it;
+                    # otherwise a signal handler's exception.
+                    if not handle.closed:
+                        raise
             if self._on_pidfd and self._waitpid_lock.acquire(deadline is None):
                 # Timed: never wait for a thread blocked in an untimed wait
                 # (it holds the lock until the child exits and reaps it).
@@ -538,6 +566,21 @@ class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
             # Otherwise another thread reaped the child and closed it.
 
     # terminate() and kill() are the stock ones: both call send_signal().
+
+
+# The errnos with which a wait through the pidfd is refused for good
+# (EINVAL comes as ENOSYS, "needs Linux 5.4"; EBADF: the fd number was
+# closed behind the handle's back).
+_REFUSED = frozenset({errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.EBADF})
+
+
+def _handle_gone(handle: PidFd, error: Exception) -> bool:
+    """Whether ``error``, raised by a wait on ``handle``, means that waiting
+    through the pidfd cannot work (refused, or the handle closed), rather
+    than being a signal handler's exception passing through."""
+    if isinstance(error, ValueError):
+        return handle.closed
+    return isinstance(error, OSError) and error.errno in _REFUSED
 
 
 def _close_abandoned() -> None:

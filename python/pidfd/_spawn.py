@@ -27,15 +27,16 @@ import os
 import subprocess
 import sys
 import threading
+import weakref
 from typing import Any
 
-from pidfd import _cgroupfs, _compat
+from pidfd import _cgroupfs, _children, _compat
 from pidfd._native import (
     ExecStatus,
     PidFd,
     _child_lifetime,
     _spawn,
-    _spawn_ready,
+    _spawn_plain,
     _spawn_refused,
 )
 
@@ -79,6 +80,7 @@ class Request:
 
 
 _current = threading.local()
+_SUBPROCESS = subprocess.__dict__
 
 # uid_t and gid_t are 32 bits, and (uid_t)-1 means "no change".
 _ID_LIMIT = 2**32 - 1
@@ -133,8 +135,6 @@ def native_refused() -> bool:
     return _refused
 
 
-# The six standard-stream fds of a child that inherits all three.
-_NO_STD_FDS = (-1,) * 6
 # The largest fd number fork_exec takes (a C int).
 _FD_LIMIT = 2**31 - 1
 
@@ -143,6 +143,14 @@ def _check_fds_to_keep(keep: Any) -> None:
     """``fork_exec``'s check of its sorted ``fds_to_keep``, and its message."""
     if keep and (keep[0] < 0 or keep[-1] > _FD_LIMIT):
         raise ValueError("bad value(s) in fds_to_keep")
+
+
+def fds_to_keep(pass_fds: Any) -> list[int]:
+    """The stock method's sorted ``fds_to_keep`` for ``pass_fds``, checked
+    as ``fork_exec`` checks it."""
+    keep = sorted(map(int, set(pass_fds)))
+    _check_fds_to_keep(keep)
+    return keep
 
 
 def fork_exec(*args: Any) -> int:
@@ -225,12 +233,53 @@ def fork_exec(*args: Any) -> int:
     return pid
 
 
-def execute_plain(popen: subprocess.Popen[Any], args: tuple[Any, ...]) -> tuple[PidFd, bool] | None:
-    """The stock ``_execute_child(*args)`` for ``popen``, done here in full
-    for the common case. Returns the child's handle (it has exec'd) and
-    whether it leads its own process group.
+# The stock method's shell for shell=True.
+_SHELL = "/system/bin/sh" if hasattr(sys, "getandroidapilevel") else "/bin/sh"
+_STOCK_CLOSE_PIPE_FDS = subprocess.Popen._close_pipe_fds  # type: ignore[attr-defined]
 
-    ``None`` (nothing started) where the case is not that common one --
+
+def close_child_ends(
+    popen: Any,
+    p2cread: int,
+    p2cwrite: int,
+    c2pread: int,
+    c2pwrite: int,
+    errread: int,
+    errwrite: int,
+) -> None:
+    """The stock ``_close_pipe_fds`` on POSIX (close the child's ends of
+    the pipes, and ``/dev/null``, once it has them), without the
+    ``contextlib.ExitStack`` it builds for that: about ten Python calls per
+    spawn with a pipe (W5). Every close is attempted, in the stock order
+    (the last registered first), and the last error is raised (as the
+    stack would raise it)."""
+    devnull = getattr(popen, "_devnull", None)
+    fds = []
+    if devnull is not None:
+        fds.append(devnull)
+    if errwrite != -1 and errread != -1 and errwrite != devnull:
+        fds.append(errwrite)
+    if c2pwrite != -1 and c2pread != -1 and c2pwrite != devnull:
+        fds.append(c2pwrite)
+    if p2cread != -1 and p2cwrite != -1 and p2cread != devnull:
+        fds.append(p2cread)
+    error: OSError | None = None
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError as e:
+            error = e
+    popen._closed_child_pipe_fds = True
+    if error is not None:
+        raise error
+
+
+def execute_plain(popen: Any, args: tuple[Any, ...]) -> bool:
+    """The stock ``_execute_child(*args)`` for ``popen`` (a `pidfd.Popen`),
+    done here in full for the common case. True once the child has exec'd
+    and ``popen`` holds its handle (``pidfd``, registered in `_children`).
+
+    False (nothing started) where the case is not that common one --
     a ``preexec_fn``, credentials, ``_USE_VFORK`` off, a mocked
     ``_fork_exec``, a CPython whose method this module does not know -- or
     where ``clone3`` is refused: then `execute_child` does the work.
@@ -245,85 +294,65 @@ def execute_plain(popen: subprocess.Popen[Any], args: tuple[Any, ...]) -> tuple[
     this; only a first refusal of ``clone3`` audits twice).
     """
     global _refused
-    if len(args) != _compat.EXECUTE_CHILD_ARGS or _refused or not _compat.plain_spawn_ok():
-        return None
+    # The stock method as this module knows it, _fork_exec unmocked (a
+    # test's mock must see its calls) and _USE_VFORK on (off, subprocess
+    # forks, and so does the stock path). Checked here, not in a helper:
+    # this runs once per spawn, and each Python call is a share of W5.
+    if (
+        _refused
+        or not _compat.KNOWN_EXECUTE_CHILD
+        or len(args) != _compat.EXECUTE_CHILD_ARGS
+        or _SUBPROCESS.get("_fork_exec") is not _compat.STOCK_FORK_EXEC
+        or not _SUBPROCESS.get("_USE_VFORK")
+    ):
+        return False
     cmd, executable, preexec_fn, close_fds, pass_fds, cwd, env, _, _, shell = args[:10]
     # p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite: fork_exec's.
     std_fds = args[10:16]
     restore_signals, gid, gids, uid, umask, start_new_session, process_group = args[16:]
-    if not (
-        preexec_fn is None
-        and gid is None
-        and gids is None
-        and uid is None
-        and _spawn_ready(bool(close_fds))
-    ):
-        return None
-    # The argument forms subprocess takes, as it normalises them.
-    argv: list[Any]
-    if isinstance(cmd, (str, bytes)):
-        argv = [cmd]
-    elif isinstance(cmd, os.PathLike):
-        if shell:
-            raise TypeError("path-like args is not allowed when shell is true")
-        argv = [cmd]
-    else:
-        argv = list(cmd)
-    if shell:
-        argv[:0] = ["/system/bin/sh" if hasattr(sys, "getandroidapilevel") else "/bin/sh", "-c"]
-        if executable:
-            argv[0] = executable
-    program = argv[0] if executable is None else executable
-    sys.audit("subprocess.Popen", program, argv, cwd, env)
-    env_list = None
-    if env is not None:
-        env_list = []
-        for key, value in env.items():
-            name = os.fsencode(key)
-            if b"=" in name:
-                raise ValueError("illegal environment variable name")
-            env_list.append(name + b"=" + os.fsencode(value))
-    path = os.fsencode(program)
-    if os.path.dirname(path):
-        candidates: tuple[bytes, ...] = (path,)
-    else:
-        # The PATH search of os.execvpe, done before the clone.
-        candidates = tuple(os.path.join(os.fsencode(d), path) for d in os.get_exec_path(env))
-    keep = sorted(map(int, set(pass_fds))) if pass_fds else []
-    if keep:
-        _check_fds_to_keep(keep)
-    spawned = _spawn(
-        argv,
-        candidates,
-        bool(close_fds),
-        keep,
+    if not (preexec_fn is None and gid is None and gids is None and uid is None):
+        return False
+    # The stock method's argument work (argument forms, shell, audit event,
+    # env list, PATH search, pass_fds), in Rust; see src/execute.rs.
+    spawned = _spawn_plain(
+        cmd,
+        executable,
+        _SHELL if shell else None,
         cwd,
-        env_list,
-        (*std_fds, -1, -1),  # no error pipe: the child reports in our memory
+        env,
+        bool(close_fds),
+        pass_fds,
+        fds_to_keep,
+        std_fds,
         bool(restore_signals),
         bool(start_new_session),
         process_group,
-        None,
-        None,
-        None,
         umask,
-        True,
         _compat.CHDIR_MARKER,
     )
     if spawned is None:
         if _spawn_refused():
             _refused = True
-        return None
-    popen.pid, handle, report = spawned
-    popen._child_created = True  # type: ignore[attr-defined]
+        return False
+    popen.pid, handle, report, program = spawned
+    popen._child_created = True
     # Started natively, even if its exec is about to be reported failed.
-    popen._spawn_path = "clone3"  # type: ignore[attr-defined]
-    if std_fds != _NO_STD_FDS or hasattr(popen, "_devnull"):
-        popen._close_pipe_fds(*std_fds)  # type: ignore[attr-defined]
+    popen._spawn_path = "clone3"
+    if type(popen)._close_pipe_fds is _STOCK_CLOSE_PIPE_FDS:
+        close_child_ends(popen, *std_fds)
     else:
-        popen._closed_child_pipe_fds = True  # type: ignore[attr-defined]
+        popen._close_pipe_fds(*std_fds)
     if not isinstance(report, bytes):
-        return handle, bool(start_new_session) or process_group == 0
+        # Popen._hold's work (and _children.register's), done here for the
+        # same reason as the checks.
+        registry = _children.BY_PID
+        registry[popen.pid] = weakref.ref(popen)
+        if len(registry) >= _children.sweep_at:
+            _children.sweep()
+        popen.pidfd = handle
+        popen._leads_group = bool(start_new_session) or process_group == 0
+        popen._on_pidfd = True
+        return True
     # The child failed before or at exec and has exited: reaped before the
     # exception, as subprocess reaps its own.
     with handle:
