@@ -31,7 +31,7 @@ def outcome(popen_class: Any, args: Any, **kwargs: Any) -> tuple[Any, ...]:
     or the exit code and output."""
     try:
         p = popen_class(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
-    except (OSError, subprocess.SubprocessError, ValueError, TypeError) as e:
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError, IndexError) as e:
         return (type(e), getattr(e, "errno", None), getattr(e, "filename", None), str(e))
     out, _ = p.communicate(timeout=60)
     return (p.returncode, out)
@@ -81,10 +81,45 @@ CASES: list[tuple[str, Any, dict[str, Any]]] = [
     ("bad cwd type", ["/bin/pwd"], {"cwd": 3}),
     ("negative pass_fds", ["/bin/true"], {"pass_fds": (-1,)}),
     ("pass_fds beyond an int", ["/bin/true"], {"pass_fds": (2**40,)}),
+    ("PATH entry with a slash", ["sh", "-c", "echo $0"], {"env": {"PATH": "/bin/"}}),
+    ("PATH entry empty", ["true"], {"env": {"PATH": ":/bin"}}),
+    ("bytes env", ["/bin/sh", "-c", "echo $A"], {"env": {b"A": b"b"}}),
+    ("path-like env value", ["/bin/sh", "-c", "echo $A"], {"env": {"A": Path("/x")}}),
+    ("stdin devnull", ["/bin/true"], {"stdin": subprocess.DEVNULL}),
 ]
 
 
-@pytest.mark.parametrize(("args", "kwargs"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+class _Iterable:
+    """Arguments as an iterable that is neither a list nor a tuple."""
+
+    def __init__(self, items: list[str]) -> None:
+        self.items = items
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+
+# The argument forms Popen takes (open_process takes others), which the
+# plain spawn handles in Rust (src/execute.rs).
+POPEN_CASES: list[tuple[str, Any, dict[str, Any]]] = [
+    ("a str program", "/bin/true", {}),
+    ("a bytes program", b"/bin/true", {}),
+    ("a tuple", ("/bin/echo", "t"), {}),
+    ("an iterable", _Iterable(["/bin/echo", "i"]), {}),
+    ("not iterable", 3, {}),
+    ("empty args", [], {}),
+    ("shell with executable", "echo $0", {"shell": True, "executable": "/bin/bash"}),
+    ("path-like with shell", Path("/bin/true"), {"shell": True}),
+    ("executable given", ["name-as-argv0", "x"], {"executable": "/bin/echo"}),
+    ("pass_fds kept", ["/bin/sh", "-c", "test -e /proc/self/fd/0"], {"pass_fds": (0, 0)}),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [c[1:] for c in CASES + POPEN_CASES],
+    ids=[c[0] for c in CASES + POPEN_CASES],
+)
 def test_same_outcome_as_subprocess(args: Any, kwargs: dict[str, Any]) -> None:
     before = open_fds()
     ours = outcome(pidfd.Popen, args, **kwargs)
@@ -219,7 +254,7 @@ async def test_open_process_same_outcome_as_subprocess(args: Any, kwargs: dict[s
     before = open_fds()
     try:
         done = await pidfd.run_process(args, stderr=subprocess.STDOUT, check=False, **kwargs)
-    except (OSError, subprocess.SubprocessError, ValueError, TypeError) as e:
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError, IndexError) as e:
         ours: tuple[Any, ...] = (type(e), getattr(e, "errno", None), getattr(e, "filename", None))
     else:
         ours = (done.returncode, done.stdout)

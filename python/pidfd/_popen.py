@@ -329,6 +329,8 @@ class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
         ``anyio.notify_closing(self.pidfd)``), then call
         ``super()._close_pidfd()``.
         """
+        # The returncode setter (src/popen.rs) does the same inline, unless
+        # a subclass overrides this method.
         handle = self.pidfd
         if handle is not None:
             self.pidfd = None

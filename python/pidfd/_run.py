@@ -39,7 +39,13 @@ class CompletedProcess(RusageOnRead, subprocess.CompletedProcess[_T]):
         rusage: resource.struct_rusage | None = None,
         exit_status: ExitStatus | None = None,
     ) -> None:
-        super().__init__(args, returncode, stdout, stderr)
+        # What the stock __init__ sets, without calling it: run() makes one
+        # per child, and each Python call is a share of W5.
+        self.args = args
+        self.returncode = returncode
+        # typeshed types them _T; the stock __init__ stores None as well.
+        self.stdout = stdout  # type: ignore[assignment]
+        self.stderr = stderr  # type: ignore[assignment]
         self._rusage = rusage
         self.exit_status = exit_status
 
@@ -183,8 +189,10 @@ def run(
             # Ctrl-C) as subprocess.run does.
             process._kill_for_exit()
             raise
-        returncode = process.poll()
-        assert returncode is not None  # communicate() waited
+        # What the stock run's process.poll() returns here: communicate()
+        # has waited, so poll() would only read it.
+        returncode = process.returncode
+        assert returncode is not None
         if check and returncode:
             raise subprocess.CalledProcessError(
                 returncode, process.args, output=stdout, stderr=stderr

@@ -238,42 +238,6 @@ _SHELL = "/system/bin/sh" if hasattr(sys, "getandroidapilevel") else "/bin/sh"
 _STOCK_CLOSE_PIPE_FDS = subprocess.Popen._close_pipe_fds  # type: ignore[attr-defined]
 
 
-def close_child_ends(
-    popen: Any,
-    p2cread: int,
-    p2cwrite: int,
-    c2pread: int,
-    c2pwrite: int,
-    errread: int,
-    errwrite: int,
-) -> None:
-    """The stock ``_close_pipe_fds`` on POSIX (close the child's ends of
-    the pipes, and ``/dev/null``, once it has them), without the
-    ``contextlib.ExitStack`` it builds for that: about ten Python calls per
-    spawn with a pipe (W5). Every close is attempted, in the stock order
-    (the last registered first), and the last error is raised (as the
-    stack would raise it)."""
-    devnull = getattr(popen, "_devnull", None)
-    fds = []
-    if devnull is not None:
-        fds.append(devnull)
-    if errwrite != -1 and errread != -1 and errwrite != devnull:
-        fds.append(errwrite)
-    if c2pwrite != -1 and c2pread != -1 and c2pwrite != devnull:
-        fds.append(c2pwrite)
-    if p2cread != -1 and p2cwrite != -1 and p2cread != devnull:
-        fds.append(p2cread)
-    error: OSError | None = None
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError as e:
-            error = e
-    popen._closed_child_pipe_fds = True
-    if error is not None:
-        raise error
-
-
 def execute_plain(popen: Any, args: tuple[Any, ...]) -> bool:
     """The stock ``_execute_child(*args)`` for ``popen`` (a `pidfd.Popen`),
     done here in full for the common case. True once the child has exec'd
@@ -339,7 +303,28 @@ def execute_plain(popen: Any, args: tuple[Any, ...]) -> bool:
     # Started natively, even if its exec is about to be reported failed.
     popen._spawn_path = "clone3"
     if type(popen)._close_pipe_fds is _STOCK_CLOSE_PIPE_FDS:
-        close_child_ends(popen, *std_fds)
+        # The stock _close_pipe_fds (POSIX) inline, without the ExitStack it
+        # builds: about ten Python calls per spawn with a pipe (W5). Each
+        # close is tried, in the stock order (devnull, then errwrite,
+        # c2pwrite, p2cread), and the last error raised, as the stack would.
+        p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite = std_fds
+        devnull = getattr(popen, "_devnull", None)
+        child_ends = [] if devnull is None else [devnull]
+        if errwrite != -1 and errread != -1 and errwrite != devnull:
+            child_ends.append(errwrite)
+        if c2pwrite != -1 and c2pread != -1 and c2pwrite != devnull:
+            child_ends.append(c2pwrite)
+        if p2cread != -1 and p2cwrite != -1 and p2cread != devnull:
+            child_ends.append(p2cread)
+        error: OSError | None = None
+        for fd in child_ends:
+            try:
+                os.close(fd)
+            except OSError as e:
+                error = e
+        popen._closed_child_pipe_fds = True
+        if error is not None:
+            raise error
     else:
         popen._close_pipe_fds(*std_fds)
     if not isinstance(report, bytes):
