@@ -26,8 +26,10 @@ pub fn _set_returncode(popen: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> Py
     }
     let close = intern!(py, "_close_pidfd");
     let base = BASE_CLOSE.get_or_try_init(py, || {
-        let popen_class = py.import("pidfd._popen")?.getattr("Popen")?;
-        Ok::<_, PyErr>(popen_class.getattr(close)?.unbind())
+        // Taken by the module as it defined the class: whatever replaces
+        // Popen._close_pidfd later (a subclass, a test's counter) is called.
+        let module = py.import("pidfd._popen")?;
+        Ok::<_, PyErr>(module.getattr("_INLINE_CLOSE")?.unbind())
     })?;
     if popen.get_type().getattr(close)?.is(base) {
         // Popen._close_pidfd itself, inline.

@@ -722,6 +722,28 @@ def test_close_pidfd_hook_runs_once_before_the_close() -> None:
     assert handle.closed and p.pidfd is None
 
 
+def test_close_pidfd_replaced_on_the_class_before_any_spawn_is_called() -> None:
+    """The returncode setter closes the pidfd itself only for the method as
+    the module defined it: one replaced on the class (as test_subprocess's
+    runner counts reaps), even before the first child, is called. In a
+    fresh interpreter, so that nothing has spawned before the swap."""
+    code = """if True:
+        import pidfd
+        calls = []
+        original = pidfd.Popen._close_pidfd
+        def counting(self):
+            calls.append(self.pid)
+            original(self)
+        pidfd.Popen._close_pidfd = counting
+        p = pidfd.Popen(["/bin/true"])
+        p.wait()
+        assert calls == [p.pid], calls
+        assert p.pidfd is None
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 # -- pidfd.run -------------------------------------------------------------------------
 
 

@@ -585,6 +585,12 @@ def _handle_gone(handle: PidFd, error: Exception) -> bool:
     return isinstance(error, OSError) and error.errno in _REFUSED
 
 
+# Popen._close_pidfd as defined above: the returncode setter
+# (src/popen.rs) closes the pidfd itself only while a Popen's class still
+# has this very function, and calls the method otherwise.
+_INLINE_CLOSE = Popen._close_pidfd
+
+
 def _close_abandoned() -> None:
     """At exit, close the pidfds of children dropped while still running.
 
