@@ -140,7 +140,7 @@ def test_owner_registry_sweeps_out_reaped_children() -> None:
         p = pidfd.Popen(["/bin/true"])
         p.wait()
         kept.append(p)
-    assert len(_children.BY_PID) < 2 * _children._SWEEP_FROM
+    assert len(_children._by_pid) < 2 * _children._SWEEP_FROM
     assert not {p.pid for p in kept} & _children.pids()
 
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-#: pid -> a weak reference to its Popen. `pidfd._spawn` writes it inline
-#: (as `register` does) on its hot path.
-BY_PID: dict[int, weakref.ref[Any]] = {}
-# The size at which register() next sweeps out finished entries.
+# pid -> a weak reference to its Popen.
+_by_pid: dict[int, weakref.ref[Any]] = {}
+# The registry size below which no sweep runs.
 _SWEEP_FROM = 256
-#: The size of BY_PID at which the next registration calls `sweep`.
-sweep_at = _SWEEP_FROM
+# The size of the registry at which the next registration calls _sweep().
+_sweep_at = _SWEEP_FROM
 
 
 def _running(ref: weakref.ref[Any]) -> Any:
@@ -31,31 +30,31 @@ def _running(ref: weakref.ref[Any]) -> Any:
     return popen if popen is not None and popen.returncode is None else None
 
 
-def sweep() -> None:
+def _sweep() -> None:
     """Drop the entries of reaped or collected Popens (amortised: the next
     sweep comes once the registry has doubled)."""
-    global sweep_at
+    global _sweep_at
     # One comprehension, not a _running() call per entry: a sweep looks at
     # every entry, and comes about once per 256 spawns.
-    done = [pid for pid, ref in BY_PID.items() if (p := ref()) is None or p.returncode is not None]
+    done = [pid for pid, ref in _by_pid.items() if (p := ref()) is None or p.returncode is not None]
     for pid in done:
-        del BY_PID[pid]
-    sweep_at = max(_SWEEP_FROM, 2 * len(BY_PID))
+        del _by_pid[pid]
+    _sweep_at = max(_SWEEP_FROM, 2 * len(_by_pid))
 
 
 def register(pid: int, popen: Any) -> None:
     """Record ``popen`` as the owner of child ``pid`` until it is reaped."""
-    BY_PID[pid] = weakref.ref(popen)
-    if len(BY_PID) >= sweep_at:
-        sweep()
+    _by_pid[pid] = weakref.ref(popen)
+    if len(_by_pid) >= _sweep_at:
+        _sweep()
 
 
 def owner(pid: int) -> Any:
     """The live `pidfd.Popen` whose unreaped child ``pid`` is, or ``None``."""
-    ref = BY_PID.get(pid)
+    ref = _by_pid.get(pid)
     return None if ref is None else _running(ref)
 
 
 def pids() -> set[int]:
     """The pids of every child a live `pidfd.Popen` started and has not reaped."""
-    return {pid for pid, ref in list(BY_PID.items()) if _running(ref) is not None}
+    return {pid for pid, ref in list(_by_pid.items()) if _running(ref) is not None}

@@ -426,8 +426,10 @@ def _child_lifetime(parent: int, no_new_privs: bool = False) -> None:
 
 def _set_returncode(popen: Any, value: int | None) -> None:
     """``pidfd.Popen.returncode``'s setter: stores ``value`` and, for an
-    exit code, calls ``popen._close_pidfd()`` while ``popen.pidfd`` is
-    set. Private to ``pidfd._popen``."""
+    exit code while ``popen.pidfd`` is set, closes it as
+    ``Popen._close_pidfd`` does (inline while the class has
+    ``pidfd._popen._INLINE_CLOSE``, else by calling the method). Private
+    to ``pidfd._popen``."""
 
 def _spawn_refused() -> bool:
     """Whether ``clone3`` was refused for good in this process. Private."""

@@ -465,22 +465,8 @@ class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
             # block in one waitid(P_PIDFD) that also reaps (GIL released,
             # Ctrl-C raises here, leaving the child unreaped).
             with self._waitpid_lock:
-                handle = self.pidfd
-                if self._returncode is not None or not self._on_pidfd:
-                    pass
-                elif handle is None:
-                    self._reap(None)
-                else:
-                    # _reap(None, block=True), inline: one Python call fewer
-                    # per child (W5).
-                    try:
-                        info = handle._reap_blocking()
-                    except (OSError, ValueError) as e:
-                        self._reap_failed(handle, e, None)
-                    else:
-                        self._exit_info = info
-                        status = self.exit_status = info.status
-                        self.returncode = status.returncode  # closes the pidfd
+                if self._returncode is None and self._on_pidfd:
+                    self._reap(None, block=True)
             if self._returncode is not None:
                 return self._returncode
         deadline = None if timeout is None else time.monotonic() + timeout

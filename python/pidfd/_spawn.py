@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import threading
-import weakref
 from typing import Any
 
 from pidfd import _cgroupfs, _children, _compat
@@ -328,12 +327,8 @@ def execute_plain(popen: Any, args: tuple[Any, ...]) -> bool:
     else:
         popen._close_pipe_fds(*std_fds)
     if not isinstance(report, bytes):
-        # Popen._hold's work (and _children.register's), done here for the
-        # same reason as the checks.
-        registry = _children.BY_PID
-        registry[popen.pid] = weakref.ref(popen)
-        if len(registry) >= _children.sweep_at:
-            _children.sweep()
+        # Popen._hold's work, done here for the same reason as the checks.
+        _children.register(popen.pid, popen)
         popen.pidfd = handle
         popen._leads_group = bool(start_new_session) or process_group == 0
         popen._on_pidfd = True
