@@ -111,7 +111,8 @@ fn executables(path: Vec<u8>, env: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> 
 type PlainStarted<'py> = (i32, Bound<'py, PyAny>, Option<Py<PyAny>>, Bound<'py, PyAny>);
 
 /// `_execute_child`'s argument work, then the spawn (CLONE_VM |
-/// CLONE_VFORK, the child's failure reported in our memory). `shell`: the
+/// CLONE_VFORK, the child's failure reported in our memory; see
+/// `wait_exec` below). `shell`: the
 /// shell's path when `shell=True`, else `None`. `keep_fds`: turns
 /// `pass_fds` into the sorted list the spawn keeps (`pidfd._spawn`'s
 /// `fds_to_keep`), called only when it is not empty.
@@ -119,10 +120,13 @@ type PlainStarted<'py> = (i32, Bound<'py, PyAny>, Option<Py<PyAny>>, Bound<'py, 
 /// Returns `(pid, handle, report, program)`: `report` is `None` when the
 /// child exec'd, else CPython's error-pipe bytes (the child has exited,
 /// unreaped); `program` is the executable as given, for the exception.
+/// Without `wait_exec`, returns once the child exists (`CLONE_VM` on a
+/// stack of its own, no `CLONE_VFORK`), `report` being its
+/// [`ExecStatus`](crate::spawn::ExecStatus), as `_spawn` returns it.
 /// `None` where `clone3` is refused (nothing started): at once where that
 /// is known beforehand (no `clone3`, or no `close_range` for `close_fds`), else after the audit event.
 #[pyfunction]
-#[pyo3(signature = (cmd, executable, shell, cwd, env, close_fds, pass_fds, keep_fds, std_fds, restore_signals, setsid, pgid, umask, chdir_marker))]
+#[pyo3(signature = (cmd, executable, shell, cwd, env, close_fds, pass_fds, keep_fds, std_fds, restore_signals, setsid, pgid, umask, chdir_marker, wait_exec = true))]
 // The flat signature mirrors the stock method's own arguments.
 #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
 pub fn _spawn_plain<'py>(
@@ -141,6 +145,7 @@ pub fn _spawn_plain<'py>(
     pgid: i32,
     umask: i32,
     chdir_marker: bool,
+    wait_exec: bool,
 ) -> PyResult<Option<PlainStarted<'py>>> {
     static AUDIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     if !crate::sys::spawn::ready(close_fds) {
@@ -185,7 +190,8 @@ pub fn _spawn_plain<'py>(
         keep,
         close_fds,
         chdir_marker,
-        // No error pipe: the child reports in our memory.
+        // No error pipe: the child reports in our memory (with `wait_exec`)
+        // or on the exec status's own pipe (without).
         fds: [
             p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, -1, -1,
         ],
@@ -201,7 +207,7 @@ pub fn _spawn_plain<'py>(
         no_new_privs: false,
         cgroup: -1,
     };
-    let started: Option<Started> = start(py, plan, true)?;
+    let started: Option<Started> = start(py, plan, wait_exec)?;
     Ok(match started {
         Some((child, handle, report)) => {
             Some((child, handle.into_pyobject(py)?.into_any(), report, program))

@@ -225,10 +225,14 @@ pub(crate) fn start(py: Python<'_>, mut plan: Plan, wait_exec: bool) -> PyResult
         // clone, its write end's number becomes a close-on-exec copy of our
         // read end (the caller closes it as it would have closed the write
         // end), which the child closes first.
+        // Without an error pipe of the caller's (`_spawn_plain`), there is
+        // nothing to replace.
         let (r, w) = crate::sys::pipe_high()?;
         let callers = plan.fds[ERRPIPE_WRITE];
-        crate::sys::replace_fd(r.as_fd(), callers)?;
-        plan.close_first = [callers, -1];
+        if callers >= 0 {
+            crate::sys::replace_fd(r.as_fd(), callers)?;
+            plan.close_first = [callers, -1];
+        }
         plan.fds[ERRPIPE_WRITE] = w.as_raw_fd();
         if let Err(at) = plan.keep.binary_search(&w.as_raw_fd()) {
             plan.keep.insert(at, w.as_raw_fd());
@@ -236,7 +240,9 @@ pub(crate) fn start(py: Python<'_>, mut plan: Plan, wait_exec: bool) -> PyResult
         status_pipe = Some((r, w));
     }
     let result = py.detach(|| spawn(plan, wait_exec));
-    if let (Err(SpawnError::Unsupported(_)), Some(_)) = (&result, &status_pipe) {
+    if let (Err(SpawnError::Unsupported(_)), Some(_), true) =
+        (&result, &status_pipe, fds[ERRPIPE_WRITE] >= 0)
+    {
         // Nothing started, and the caller spawns the stock way next: give
         // its two numbers a fresh error pipe in place of the one we took.
         let (fresh_r, fresh_w) = crate::sys::pipe_high()?;

@@ -467,6 +467,32 @@ async def test_run_process_input_and_redirection(tmp_path: Any) -> None:
     assert (tmp_path / "out").read_bytes() == b"to file\ne\n"
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("first", ["stdout", "stderr"])
+@pytest.mark.parametrize("feed", [None, b"x" * (1 << 20)])
+async def test_run_process_reads_both_streams_at_once(first: str, feed: bytes | None) -> None:
+    """A child that fills one pipe before it writes the other (and reads
+    all its input first, when given some): neither read waits on the other."""
+    other = "stderr" if first == "stdout" else "stdout"
+    code = (
+        "import sys; data = sys.stdin.buffer.read();"
+        f" sys.{first}.buffer.write(b'a' * (1 << 20)); sys.{first}.flush();"
+        f" sys.{other}.buffer.write(b'b' * (1 << 20) + data[:3])"
+    )
+    with anyio.fail_after(20):
+        given = {"input": feed} if feed else {"stdin": subprocess.DEVNULL}
+        done = await pidfd.run_process(python(code), **given)
+    tail = feed[:3] if feed else b""
+    assert getattr(done, first) == b"a" * (1 << 20)
+    assert getattr(done, other) == b"b" * (1 << 20) + tail
+
+    # Only stderr piped: read by this task alone.
+    done = await pidfd.run_process(
+        python("import sys; sys.stderr.write('e' * 100000)"), stdout=None
+    )
+    assert done.stdout is None and done.stderr == b"e" * 100000
+
+
 # -- scale ----------------------------------------------------------------------------
 
 THREADS_SCRIPT = r"""
@@ -578,6 +604,7 @@ class _RefusedPidFd:
 def pidfd_open_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     # As a kernel before clone3 and pidfd_open (5.3): the stock spawn, no pidfd.
     monkeypatch.setattr(pidfd._spawn, "_spawn", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pidfd._spawn, "_spawn_plain", lambda *args, **kwargs: None)
     monkeypatch.setattr(pidfd._popen, "PidFd", _RefusedPidFd)
     # The refusal this sets is the whole process's: undone after the test.
     monkeypatch.setattr(pidfd._spawn, "_refused", False)

@@ -449,12 +449,14 @@ def _spawn_plain(
     pgid: int,
     umask: int,
     chdir_marker: bool,
-) -> tuple[int, PidFd, bytes | None, Any] | None:
+    wait_exec: bool = True,
+) -> tuple[int, PidFd, bytes | ExecStatus | None, Any] | None:
     """The stock ``_execute_child``'s argument work (argument forms, shell,
     ``sys.audit``, env list, ``PATH`` search, ``pass_fds`` through
     ``keep_fds``), then ``_spawn`` without an error pipe: ``(pid, handle,
-    report, program)``, or ``None`` where ``clone3`` is refused. Private to
-    ``pidfd._spawn.execute_plain``."""
+    report, program)``, or ``None`` where ``clone3`` is refused. Without
+    ``wait_exec``, ``report`` is the child's `ExecStatus`, returned before
+    its exec. Private to ``pidfd._spawn.execute_plain``."""
 
 def _spawn(
     argv: Sequence[StrOrBytesPath],

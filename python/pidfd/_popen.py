@@ -266,10 +266,9 @@ class Popen(RusageOnRead, GroupSignals, subprocess.Popen[AnyStr]):
         # and has not been reaped; when it raises, the child has already
         # been reaped and there is nothing to hold.
         if (
-            self._wait_exec
-            and not (kwargs or self._die_with_parent or self._no_new_privs)
+            not (kwargs or self._die_with_parent or self._no_new_privs)
             and self._cgroup is None
-            and _spawn.execute_plain(self, args)
+            and _spawn.execute_plain(self, args, self._wait_exec)
         ):
             return
         request = _spawn.Request(

@@ -20,8 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
-from io import BytesIO
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeAlias, TypedDict, Unpack
 
 import anyio
@@ -29,7 +28,7 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
-from pidfd import _spawn
+from pidfd import _spawn, _turns
 from pidfd._async import AsyncPidFd
 from pidfd._cgroup import Cgroup
 from pidfd._popen import Popen
@@ -181,11 +180,16 @@ class Process(anyio.abc.Process):
         Several tasks may wait at once: all get the return code.
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
-        popen = self._popen
-        returncode = popen.poll()
+        returncode = self._popen.poll()
         if returncode is not None:
             await anyio.lowlevel.cancel_shielded_checkpoint()
             return returncode
+        return await self._wait()
+
+    async def _wait(self) -> int:
+        """`wait` without its own checkpoints (a caller's part of one)."""
+        popen = self._popen
+        returncode = popen.poll()
         while returncode is None:
             handle = self._popen._async_pidfd
             if handle is not None and not handle.closed:
@@ -242,6 +246,11 @@ class Process(anyio.abc.Process):
                 self._kill_for_exit()
                 await self.wait()
             raise
+
+    def _close_streams(self) -> None:
+        for stream in (self._stdin, self._stdout, self._stderr):
+            if stream is not None:
+                stream._close()
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # Leaving the block because of a cancellation (asyncio delivers its
@@ -452,56 +461,41 @@ async def open_process(
     Spawning runs on the event loop thread and never waits there for the
     child's exec: the native spawn (``clone3``) returns as soon as the child
     exists, and the exec's outcome is awaited like any other fd. A burst of
-    calls takes one spawn per turn of the loop, so other tasks keep running.
+    calls spawns in slices of at most half a millisecond of the loop's time,
+    the loop handed back between two, so other tasks keep running.
     Where the kernel or a sandbox refuses ``clone3``, the stock spawn (which
     waits for the exec) runs in a worker thread instead.
     """
-    await anyio.lowlevel.checkpoint()
-    turn, in_flight = _spawn_limits()
-    async with in_flight:
-        async with turn:
-            checked = _check_options(options)
-            if _spawn.native_refused() and not checked.get("die_with_parent"):
-                # The stock spawn waits for the child's exec (and fork()s):
-                # not on the loop's thread. Shielded, so that a cancellation
-                # cannot lose the child the thread started; abandoned below.
-                # Not with die_with_parent: PR_SET_PDEATHSIG fires when the
-                # spawning thread exits, and worker threads do.
-                with anyio.CancelScope(shield=True):
-                    process = await anyio.to_thread.run_sync(
-                        _start, command, stdin, stdout, stderr, checked
-                    )
-            else:
-                process = _start(command, stdin, stdout, stderr, checked)
-            try:
-                # Hand the loop back before the next spawn of a burst.
-                await anyio.lowlevel.checkpoint()
-            except BaseException:
-                await process._abandon()
-                raise
+    checked = _check_options(options)
+    if _spawn.native_refused() and not checked.get("die_with_parent"):
+        # The stock spawn waits for the child's exec (and fork()s): not on
+        # the loop's thread. Shielded, so that a cancellation cannot lose
+        # the child the thread started. Not with die_with_parent:
+        # PR_SET_PDEATHSIG fires when the spawning thread exits, and worker
+        # threads do.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        with anyio.CancelScope(shield=True):
+            process = await anyio.to_thread.run_sync(
+                _start, command, stdin, stdout, stderr, checked
+            )
+        try:
+            await anyio.lowlevel.checkpoint()
+        except BaseException:
+            await process._abandon()
+            raise
+        return process
+    process = await _turns.in_turn(
+        _start, (command, stdin, stdout, stderr, checked), Process._abandon
+    )
+    try:
         # What subprocess names in an exec failure: the program (checked by
         # _start, so a non-empty sequence), or the shell.
         shell = isinstance(command, str | bytes | os.PathLike)
         executable = "/bin/sh" if shell else command[0]  # type: ignore[index]
         await process._exec_started(executable, options.get("cwd"))
+    finally:
+        _turns.exec_done()
     return process
-
-
-_SPAWN_LIMITS: anyio.lowlevel.RunVar[tuple[anyio.Lock, anyio.CapacityLimiter]] = (
-    anyio.lowlevel.RunVar("pidfd_spawn_limits")
-)
-
-
-def _spawn_limits() -> tuple[anyio.Lock, anyio.CapacityLimiter]:
-    """This event loop's spawn turn (one spawn at a time, the loop handed
-    back between two) and its limit of children between clone and exec
-    (one per CPU: more only queue for the CPUs, the loop's thread among them)."""
-    try:
-        return _SPAWN_LIMITS.get()
-    except LookupError:
-        limits = (anyio.Lock(), anyio.CapacityLimiter(os.cpu_count() or 1))
-        _SPAWN_LIMITS.set(limits)
-        return limits
 
 
 async def run_process(
@@ -542,37 +536,42 @@ async def run_process(
 
     outputs: list[bytes | None] = [None, None]
 
-    async def drain(stream: AsyncIterable[bytes], index: int) -> None:
-        buffer = BytesIO()
-        async for chunk in stream:
-            buffer.write(chunk)
-        outputs[index] = buffer.getvalue()
+    async def drain(stream: PipeReceiveStream | None, index: int) -> None:
+        if stream is not None:
+            outputs[index] = await stream._read_to_end()
 
-    async with (
-        await open_process(
-            command,
-            stdin=_PIPE if input is not None else stdin,
-            stdout=stdout,
-            stderr=stderr,
-            **options,
-        ) as process,
-        anyio.create_task_group() as tg,
-    ):
-        if process.stdout is not None:
-            tg.start_soon(drain, process.stdout, 0)
-        if process.stderr is not None:
-            tg.start_soon(drain, process.stderr, 1)
-        if process.stdin is not None and input is not None:
-            # A child that exits without reading all of it is not an
-            # error, as in subprocess.run.
-            with contextlib.suppress(anyio.BrokenResourceError):
-                if input:
-                    await process.stdin.send(input)
-            await process.stdin.aclose()
-        await process.wait()
+    process = await open_process(
+        command,
+        stdin=_PIPE if input is not None else stdin,
+        stdout=stdout,
+        stderr=stderr,
+        **options,
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            # The last stream is read by this task when it has nothing to
+            # write: one task fewer per child.
+            readers = [process._stdout, process._stderr]
+            mine = readers.pop() if input is None else None
+            for index, stream in enumerate(readers):
+                if stream is not None:
+                    tg.start_soon(drain, stream, index)
+            if process._stdin is not None and input is not None:
+                # A child that exits without reading all of it is not an
+                # error, as in subprocess.run.
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    if input:
+                        await process._stdin.send(input)
+                await process._stdin.aclose()
+            await drain(mine, len(readers))
+            await process._wait()
+    except BaseException as exc:
+        await process.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    process._close_streams()  # all read to their end, and the child reaped
 
     returncode = process._popen.returncode
-    assert returncode is not None  # aclose() waited
+    assert returncode is not None  # _wait() reaped
     output, errors = outputs
     if check and returncode != 0:
         raise subprocess.CalledProcessError(returncode, command, output, errors)

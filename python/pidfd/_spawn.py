@@ -237,10 +237,12 @@ _SHELL = "/system/bin/sh" if hasattr(sys, "getandroidapilevel") else "/bin/sh"
 _STOCK_CLOSE_PIPE_FDS = subprocess.Popen._close_pipe_fds  # type: ignore[attr-defined]
 
 
-def execute_plain(popen: Any, args: tuple[Any, ...]) -> bool:
+def execute_plain(popen: Any, args: tuple[Any, ...], wait_exec: bool = True) -> bool:
     """The stock ``_execute_child(*args)`` for ``popen`` (a `pidfd.Popen`),
     done here in full for the common case. True once the child has exec'd
-    and ``popen`` holds its handle (``pidfd``, registered in `_children`).
+    and ``popen`` holds its handle (``pidfd``, registered in `_children`);
+    without ``wait_exec``, once the child exists, ``popen._exec_status``
+    holding what its caller awaits (as `pidfd.open_process` does).
 
     False (nothing started) where the case is not that common one --
     a ``preexec_fn``, credentials, ``_USE_VFORK`` off, a mocked
@@ -292,6 +294,7 @@ def execute_plain(popen: Any, args: tuple[Any, ...]) -> bool:
         process_group,
         umask,
         _compat.CHDIR_MARKER,
+        wait_exec,
     )
     if spawned is None:
         if _spawn_refused():
@@ -329,6 +332,8 @@ def execute_plain(popen: Any, args: tuple[Any, ...]) -> bool:
     if not isinstance(report, bytes):
         # Popen._hold's work, done here for the same reason as the checks.
         _children.register(popen.pid, popen)
+        if report is not None:
+            popen._exec_status = report  # not waited for: the caller awaits it
         popen.pidfd = handle
         popen._leads_group = bool(start_new_session) or process_group == 0
         popen._on_pidfd = True

@@ -108,6 +108,22 @@ class PipeReceiveStream(_PipeEnd, anyio.abc.ByteReceiveStream):
             raise anyio.EndOfStream
         return data
 
+    async def _read_to_end(self) -> bytes:
+        """Everything up to the end of the stream, for `run_process`: no
+        checkpoint of its own where data is already there (``receive()``
+        makes one per chunk), and no claim (nobody else holds the stream)."""
+        fd = self.fileno()
+        chunks: list[bytes] = []
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                await anyio.wait_readable(fd)
+                continue
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+
     def __repr__(self) -> str:
         return f"<PipeReceiveStream fd={self._fd}>"
 
