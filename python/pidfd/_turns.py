@@ -150,7 +150,7 @@ class _Turns:
         """A requester is done with the queue: withdrawn if its request has
         not run (it was cancelled), and out of any role it held."""
         held = self.watcher is request or self.driver is request
-        if not (held or not request.finished):
+        if request.finished and not held:
             return
         if not request.finished:
             self.queue.remove(request)
